@@ -1,0 +1,101 @@
+"""Spectral metrics: singular values, principal subspaces and how fine-tuning moves them.
+
+Each checkpoint's SVD is computed once (``spectrum``) and cached: all singular values
+(for NSS and singular-value curves) and the top-k left/right singular vectors (for
+principal angles and principal masks). The SVD is exact (LAPACK ``gesdd`` on the CPU,
+``gesvd`` on CUDA, whose default ``gesvdj`` loses accuracy on large ill-conditioned
+matrices); randomized SVD is too inaccurate for the sub-degree rotations RL produces.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Spectrum:
+    S: torch.Tensor  # all singular values, descending
+    U: torch.Tensor  # m × k, top-k left singular vectors (output space, torch [out, in] convention)
+    V: torch.Tensor  # n × k, top-k right singular vectors (input space)
+
+
+def spectrum(w: torch.Tensor, top_k: int, *, dtype: torch.dtype = torch.float64) -> Spectrum:
+    """Thin SVD of one weight matrix in ``dtype`` on ``w``'s device."""
+    if w.ndim != 2:
+        raise ValueError(f"spectrum needs a 2-D matrix, got shape {tuple(w.shape)}")
+    x = w.to(dtype)
+    driver = "gesvd" if x.is_cuda else None
+    U, S, Vh = torch.linalg.svd(x, full_matrices=False, driver=driver)
+    k = min(top_k, S.numel())
+    return Spectrum(S=S, U=U[:, :k].contiguous(), V=Vh[:k].T.contiguous())
+
+
+def nss(s0: torch.Tensor, s1: torch.Tensor) -> float:
+    """Normalized spectrum shift ``‖σ(W+) − σ(W0)‖₂ / ‖σ(W0)‖₂`` over all singular values."""
+    if s0.shape != s1.shape:
+        raise ValueError(f"singular-value vectors differ in length: {tuple(s0.shape)} vs {tuple(s1.shape)}")
+    s0 = s0.double()
+    return float(torch.linalg.vector_norm(s1.double() - s0) / torch.linalg.vector_norm(s0))
+
+
+def _orthonormal(a: torch.Tensor) -> torch.Tensor:
+    q, _ = torch.linalg.qr(a.double())
+    return q
+
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, descending) between span(a) and span(b).
+
+    Knyazev–Argentati, as ``scipy.linalg.subspace_angles``: small angles come from the
+    sines (``σ((I − QaQaᵀ)Qb)``), large ones from the cosines (``σ(QaᵀQb)``), so angles of a
+    hundredth of a degree are not lost to ``arccos`` near 1.
+    """
+    qa, qb = _orthonormal(a), _orthonormal(b)
+    cross = qa.T @ qb
+    cos = torch.linalg.svdvals(cross)  # descending
+    if qa.shape[1] >= qb.shape[1]:
+        resid = qb - qa @ cross
+    else:
+        resid = qa - qb @ cross.T
+    use_sine = cos**2 >= 0.5
+    if bool(use_sine.any()):
+        sin = torch.linalg.svdvals(resid)  # descending sines ↔ descending angles
+        from_sine = torch.arcsin(sin.clamp(-1.0, 1.0)[: cos.numel()])
+    else:
+        from_sine = torch.zeros_like(cos)
+    from_cos = torch.arccos(cos.flip(0).clamp(-1.0, 1.0))  # ascending cosines ↔ descending angles
+    return torch.where(use_sine, from_sine, from_cos)
+
+
+def angle_curve(u0: torch.Tensor, u1: torch.Tensor, ks, s0: torch.Tensor | None = None) -> list[dict]:
+    """Max and mean principal angle (degrees) between the top-k subspaces, for each k,
+    with the spectral gap ``γ_k = σ_k − σ_{k+1}`` of the base (Wedin's bound ‖ΔW‖₂/γ_k)."""
+    rows = []
+    for k in ks:
+        if k > u0.shape[1] or k > u1.shape[1]:
+            continue
+        theta = torch.rad2deg(principal_angles(u0[:, :k], u1[:, :k]))
+        gap = float("nan")
+        if s0 is not None and k < s0.numel():
+            gap = float(s0[k - 1] - s0[k])
+        rows.append({"k": k, "max_angle_deg": float(theta.max()), "mean_angle_deg": float(theta.mean()), "gap": gap})
+    return rows
+
+
+def update_rank_ratio(w0: torch.Tensor, w1: torch.Tensor) -> float:
+    """Rank of ΔW over min(m, n) (Mukherjee et al.): fp32, default tolerance σ_max·max(m,n)·eps."""
+    delta = w1.float() - w0.float()
+    if not bool(delta.any()):
+        return 0.0
+    return int(torch.linalg.matrix_rank(delta)) / min(delta.shape)
+
+
+def default_angle_ks(top_k: int) -> list[int]:
+    """1, 2, 4, ... up to top_k (top_k itself included)."""
+    ks = [2**i for i in range(int(math.log2(max(top_k, 1))) + 1)]
+    if ks[-1] != top_k:
+        ks.append(top_k)
+    return ks

@@ -1,0 +1,75 @@
+"""Principal / low-magnitude masks, overlaps and bit-packed storage."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from offprincipal.metrics.masks import (
+    MaskFile,
+    low_magnitude_mask,
+    mask_writer,
+    overlap,
+    principal_mask,
+    top_fraction_mask,
+)
+from offprincipal.metrics.spectral import spectrum
+
+
+def test_bitpacked_roundtrip_keeps_every_bit(tmp_path):
+    rng = np.random.default_rng(0)
+    masks = {f"t{i}": rng.random(shape) < p for i, (shape, p) in enumerate([((7, 13), 0.3), ((5,), 0.9), ((64, 3), 0.01)])}
+    with mask_writer(tmp_path / "m.npz") as w:
+        for name, m in masks.items():
+            w.add(name, torch.from_numpy(m))
+    with MaskFile(tmp_path / "m.npz") as mf:
+        assert sorted(mf.names) == sorted(masks)
+        for name, m in masks.items():
+            np.testing.assert_array_equal(mf.mask(name), m)
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    with pytest.raises(RuntimeError):
+        with mask_writer(tmp_path / "m.npz") as w:
+            w.add("a", torch.ones(3, dtype=torch.bool))
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_principal_mask_is_top_alpha_of_rank_k_reconstruction():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((20, 16))
+    sp = spectrum(torch.from_numpy(w), top_k=16)
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    recon = np.abs((u[:, :4] * s[:4]) @ vt[:4])
+    n = round(0.25 * w.size)
+    expected = np.zeros(w.size, bool)
+    expected[np.argsort(-recon.reshape(-1), kind="stable")[:n]] = True
+    got = principal_mask(sp.U, sp.S, sp.V, k=4, alpha=0.25).numpy().reshape(-1)
+    assert got.sum() == n
+    # the reconstruction agrees to rounding, so ties at the threshold are the only freedom
+    assert (got != expected).sum() <= 2
+
+
+def test_low_magnitude_mask_picks_smallest_entries():
+    w = torch.tensor([[0.5, -0.01, 0.2], [-0.3, 0.02, 0.0]])
+    assert low_magnitude_mask(w, alpha=0.5).tolist() == [[False, True, False], [False, True, True]]
+
+
+def test_overlap_of_random_masks_matches_density_baseline():
+    g = torch.Generator().manual_seed(2)
+    for alpha, p in itertools.product([0.05, 0.5], [0.1, 0.6]):
+        ref = top_fraction_mask(torch.rand(400, 500, generator=g), alpha, largest=True)
+        upd = torch.rand(400, 500, generator=g) < p
+        ov, density = overlap(ref, upd)
+        assert density == pytest.approx(alpha)
+        # binomial standard error of the overlap is sqrt(alpha(1-alpha)/|upd|) < 0.005 here
+        assert ov == pytest.approx(alpha, abs=0.02)
+
+
+def test_overlap_counts_against_direct_sets():
+    ref = torch.tensor([True, True, False, False, True])
+    upd = torch.tensor([True, False, False, True, True])
+    assert overlap(ref, upd) == (2 / 3, 3 / 5)
+    assert np.isnan(overlap(ref, torch.zeros(5, dtype=torch.bool))[0])

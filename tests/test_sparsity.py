@@ -1,0 +1,70 @@
+"""Update-mask rules against independent computations on bf16 bit patterns."""
+
+import numpy as np
+import pytest
+import torch
+
+from offprincipal.metrics.sparsity import abs_mask, bitwise_mask, eta_mask, sparsity, update_mask
+
+
+def all_finite_bf16() -> torch.Tensor:
+    bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    values = bits.view(torch.bfloat16)
+    return values[torch.isfinite(values)]
+
+
+def next_up(x: torch.Tensor) -> torch.Tensor:
+    """Adjacent bf16 value away from zero, computed on the bit pattern."""
+    return (x.view(torch.int16) + 1).view(torch.bfloat16)
+
+
+def test_eta_rule_equals_bitwise_equality_over_all_finite_bf16():
+    x = all_finite_bf16()
+    assert x.numel() == 65536 - 256  # exponent 0xFF (±inf, NaNs) removed
+    # Distinct neighbours are the closest distinct pairs (same sign); pairs of opposite
+    # sign differ by |a|+|b| >= max(|a|,|b|). So checking every value against its
+    # neighbour covers the minimum relative gap over all distinct pairs.
+    y = next_up(x)
+    keep = torch.isfinite(y)  # the largest finite values step into ±inf
+    x, y = x[keep], y[keep]
+    assert bool(eta_mask(x, y).all()), "a pair of adjacent bf16 values escaped the eta rule"
+    assert not bool(eta_mask(x, x).any())
+    assert torch.equal(eta_mask(x, y), bitwise_mask(x, y))
+    # The relative gap reaches its minimum 2^-8 exactly at binade boundaries.
+    a, b = x.float(), y.float()
+    rel = ((b - a).abs() / torch.maximum(a.abs(), b.abs()))[a != 0]
+    assert float(rel.min()) == pytest.approx(2.0**-8)
+
+
+def test_eta_rule_equals_bitwise_on_random_pairs_and_signed_zero():
+    g = torch.Generator().manual_seed(0)
+    w0 = (torch.randn(200_000, generator=g) * 0.02).bfloat16()
+    step = torch.randn(200_000, generator=g) * 1e-4 * (torch.rand(200_000, generator=g) < 0.5)
+    w1 = (w0.float() + step).bfloat16()
+    assert torch.equal(eta_mask(w0, w1), bitwise_mask(w0, w1))
+    assert torch.equal(update_mask(w0, w1), eta_mask(w0, w1))
+    zeros = torch.tensor([0.0, -0.0]).bfloat16()
+    assert not bool(bitwise_mask(zeros, zeros.flip(0)).any())
+    assert not bool(eta_mask(zeros, zeros.flip(0)).any())
+
+
+def test_eta_rule_is_not_bitwise_for_fp32():
+    w0 = torch.tensor([1.0, 1.0], dtype=torch.float32)
+    w1 = torch.tensor([1.0 + 1e-6, 1.0 + 1e-2], dtype=torch.float32)
+    assert eta_mask(w0, w1).tolist() == [False, True]
+    assert update_mask(w0, w1).tolist() == [False, True]
+
+
+def test_absolute_tolerance_misses_small_weights_that_changed_in_bf16():
+    w0 = torch.tensor([1e-3, 1.0]).bfloat16()
+    w1 = next_up(w0)
+    # numpy reference for the absolute rule on the exact bf16 values
+    delta = np.abs(w1.float().numpy() - w0.float().numpy())
+    assert abs_mask(w0, w1).tolist() == (delta > 1e-5).tolist() == [False, True]
+    assert eta_mask(w0, w1).tolist() == [True, True]
+
+
+def test_sparsity_definition():
+    assert sparsity(25, 100) == 0.75
+    with pytest.raises(ValueError):
+        sparsity(0, 0)
