@@ -37,6 +37,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; results are meant to be shared
     try:
         yield tmp
         if final.exists():

@@ -1,0 +1,245 @@
+"""The passes the workflow's rules run; each reads checkpoints one tensor at a time.
+
+* ``compare_pair`` — sparsity pass: update masks (η rule and absolute tolerance) per tensor,
+  a per-tensor table and the bit-packed η masks.
+* ``compute_spectra`` — one checkpoint's SVD cache, streamed to a safetensors file.
+* ``pair_geometry`` — NSS, principal angles, principal/low-magnitude mask overlaps and update
+  rank, from two spectra caches, the pair's masks and the base weights.
+* ``cross_run_jaccard`` — pairwise Jaccard of several pairs' masks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+
+from offprincipal.checkpoints.naming import TensorInfo, classify
+from offprincipal.checkpoints.reader import Checkpoint, iter_pairs, pair_names
+from offprincipal.device import pick_device
+from offprincipal.io import write_table
+from offprincipal.metrics import crossrun
+from offprincipal.metrics.masks import MaskFile, low_magnitude_mask, mask_writer, overlaps, principal_mask
+from offprincipal.metrics.sparsity import abs_mask, update_mask
+from offprincipal.metrics.spectral import angle_curve, nss, spectrum, update_rank_ratio
+from offprincipal.tensorfile import streaming_safetensors
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def load_manifest(path: str | os.PathLike) -> dict:
+    manifest = json.loads(Path(path).read_text())
+    ckpt_dir = Path(manifest["path"])
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint '{manifest.get('name')}' (manifest {path}) points to {ckpt_dir}, which does not exist; "
+            "delete the manifest to fetch or build it again"
+        )
+    return manifest
+
+
+def open_checkpoint(manifest_path: str | os.PathLike) -> Checkpoint:
+    manifest = load_manifest(manifest_path)
+    return Checkpoint(manifest["path"], label=manifest.get("name"))
+
+
+def _info_columns(info: TensorInfo) -> dict:
+    return {"name": info.name, "layer": info.layer, "kind": info.kind, "proj": info.proj, "expert": info.expert}
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def compare_pair(
+    base_manifest: str | os.PathLike,
+    ft_manifest: str | os.PathLike,
+    *,
+    updates_csv: str | os.PathLike,
+    masks_npz: str | os.PathLike,
+    eta: float = 1e-3,
+    abs_tolerance: float = 1e-5,
+    cast_to_bf16: bool = True,
+    device: str = "auto",
+) -> pd.DataFrame:
+    dev = pick_device(device)
+    rows = []
+    with open_checkpoint(base_manifest) as base, open_checkpoint(ft_manifest) as ft, mask_writer(masks_npz) as masks:
+        dtype = torch.bfloat16 if cast_to_bf16 else None
+        for tp in iter_pairs(base, ft, dtype=dtype, device=dev):
+            upd = update_mask(tp.base, tp.ft, eta)
+            changed_abs = int(abs_mask(tp.base, tp.ft, abs_tolerance).sum())
+            masks.add(tp.name, upd)
+            rows.append(
+                {
+                    **_info_columns(tp.info),
+                    "shape": _shape_str(tp.base.shape),
+                    "numel": tp.base.numel(),
+                    "base_dtype": str(tp.base_dtype).removeprefix("torch."),
+                    "ft_dtype": str(tp.ft_dtype).removeprefix("torch."),
+                    "changed_eta": int(upd.sum()),
+                    "changed_abs": changed_abs,
+                    "note": tp.note,
+                }
+            )
+        table = pd.DataFrame(rows)
+        if table.empty:
+            raise ValueError(f"pair {base.label} → {ft.label} has no tensors in common")
+        write_table(table, updates_csv)
+    return table
+
+
+def matrix_names(ckpt: Checkpoint, kinds: Iterable[str]) -> list[str]:
+    kinds = set(kinds)
+    return [n for n in ckpt.names() if ckpt.info(n).kind in kinds and len(ckpt.shape(n)) == 2]
+
+
+def compute_spectra(
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    kinds: Sequence[str],
+    top_k: int,
+    svd_dtype: str = "float64",
+    cast_to_bf16: bool = True,
+    device: str = "auto",
+) -> None:
+    """With ``cast_to_bf16`` the SVD is of the bf16-rounded weights, the same values the
+    update probe compares (an fp32-stored checkpoint would otherwise carry rounding noise
+    of ~1e-3 relative into NSS, far above RL's ~1e-5)."""
+    dtype = _DTYPES[svd_dtype]
+    dev = pick_device(device)
+    with open_checkpoint(manifest) as ckpt:
+        names = matrix_names(ckpt, kinds)
+        if not names:
+            raise ValueError(f"checkpoint {ckpt.label}: no 2-D weights of kinds {sorted(kinds)}")
+        specs = []
+        for n in names:
+            m, k = ckpt.shape(n)
+            r = min(m, k)
+            kk = min(top_k, r)
+            specs += [(f"{n}::S", dtype, (r,)), (f"{n}::U", dtype, (m, kk)), (f"{n}::V", dtype, (k, kk))]
+        meta = {"checkpoint": ckpt.label, "top_k": str(top_k), "svd_dtype": svd_dtype,
+                "cast_to_bf16": str(cast_to_bf16), "device": dev.type}
+        with streaming_safetensors(out, specs, meta) as writer:
+            for n in names:
+                w = ckpt.load(n, device=dev)
+                sp = spectrum(w.to(torch.bfloat16) if cast_to_bf16 else w, top_k, dtype=dtype)
+                writer.write(f"{n}::S", sp.S)
+                writer.write(f"{n}::U", sp.U)
+                writer.write(f"{n}::V", sp.V)
+
+
+class SpectraFile:
+    """Reader of a ``compute_spectra`` output: ``names`` and ``get(name) -> (S, U, V)``."""
+
+    def __init__(self, path: str | os.PathLike, device: torch.device | str = "cpu"):
+        self.path = Path(path)
+        self._f = safe_open(str(self.path), framework="pt", device=str(device))
+        self.names = sorted({k.rsplit("::", 1)[0] for k in self._f.keys()})
+        self.metadata = self._f.metadata() or {}
+
+    def __contains__(self, name: str) -> bool:
+        return f"{name}::S" in self._f.keys()
+
+    def get(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        try:
+            return tuple(self._f.get_tensor(f"{name}::{part}") for part in "SUV")
+        except Exception as err:  # safetensors raises its own error types
+            raise KeyError(f"{self.path}: no spectrum for tensor {name!r}") from err
+
+
+def pair_geometry(
+    base_manifest: str | os.PathLike,
+    ft_manifest: str | os.PathLike,
+    base_spectra: str | os.PathLike,
+    ft_spectra: str | os.PathLike,
+    masks_npz: str | os.PathLike,
+    *,
+    geometry_csv: str | os.PathLike,
+    angles_csv: str | os.PathLike,
+    angle_ks: Sequence[int],
+    report_k: int,
+    principal_rank_k: int,
+    mask_alpha: float,
+    update_rank: bool = True,
+    cast_to_bf16: bool = True,
+    device: str = "auto",
+) -> pd.DataFrame:
+    dev = pick_device(device)
+    rows, angle_rows = [], []
+    s0_file, s1_file = SpectraFile(base_spectra, dev), SpectraFile(ft_spectra, dev)
+    with open_checkpoint(base_manifest) as base, open_checkpoint(ft_manifest) as ft, MaskFile(masks_npz) as masks:
+        plan = [(name, bn, fn) for name, bn, fn in pair_names(base, ft) if bn in s0_file and fn in s1_file]
+        if not plan:
+            raise ValueError(f"pair {base.label} → {ft.label}: no matrices with spectra on both sides")
+        for name, base_name, ft_name in plan:
+            info = classify(name)
+            S0, U0, V0 = s0_file.get(base_name)
+            S1, U1, V1 = s1_file.get(ft_name)
+            w0 = base.load(base_name, device=dev)
+            if cast_to_bf16:
+                w0 = w0.to(torch.bfloat16)
+            updated = torch.from_numpy(masks.mask(name)).to(dev)
+            princ = principal_mask(U0, S0, V0, k=principal_rank_k, alpha=mask_alpha)
+            low = low_magnitude_mask(w0, alpha=mask_alpha)
+            row = {
+                **_info_columns(info),
+                "shape": _shape_str(w0.shape),
+                "numel": w0.numel(),
+                "update_density": float(updated.float().mean()),
+                "nss": nss(S0, S1),
+                **overlaps({"princ": princ, "low": low, "princ_not_low": princ & ~low}, updated),
+            }
+            for side, a, b in (("U", U0, U1), ("V", V0, V1)):
+                curve = angle_curve(a, b, angle_ks, S0)
+                angle_rows += [{**_info_columns(info), "side": side, **r} for r in curve]
+                at_report = [r for r in curve if r["k"] <= report_k]
+                last = at_report[-1] if at_report else {"k": float("nan"), "max_angle_deg": float("nan"), "gap": float("nan")}
+                row[f"max_angle_{side}_deg"] = last["max_angle_deg"]
+                row["report_k"] = last["k"]
+                row["gap_report_k"] = last["gap"]
+            if update_rank:
+                w1 = ft.load(ft_name, device=dev)
+                row["update_rank_ratio"] = update_rank_ratio(w0, w1.to(torch.bfloat16) if cast_to_bf16 else w1)
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    write_table(table, geometry_csv)
+    write_table(pd.DataFrame(angle_rows), angles_csv)
+    return table
+
+
+def cross_run_jaccard(
+    masks: Mapping[str, str | os.PathLike],
+    out_csv: str | os.PathLike,
+    *,
+    layer: int | None = None,
+    kinds: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Pairwise Jaccard of the update masks of several pairs (runs from one base), over the
+    tensors they share, optionally restricted to one decoder block and some module kinds."""
+    files = {run: MaskFile(path) for run, path in masks.items()}
+    try:
+        common = set.intersection(*(set(f.names) for f in files.values()))
+        names = sorted(
+            n
+            for n in common
+            if (layer is None or classify(n).layer == layer) and (kinds is None or classify(n).kind in kinds)
+        )
+        if not names:
+            raise ValueError(f"no tensors shared by runs {sorted(files)} in layer {layer} of kinds {kinds}")
+        table = crossrun.jaccard_table(files, names)
+        table["layer"] = layer
+        write_table(table, out_csv)
+        return table
+    finally:
+        for f in files.values():
+            f.close()

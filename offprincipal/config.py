@@ -1,0 +1,93 @@
+"""Load and validate a pipeline configuration.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks each value and fills
+defaults; ``check_references`` then checks what a schema cannot express: that every name a
+pair or artifact uses is defined, and that metric settings agree with each other. Every
+error names the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _default_filling(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(prop, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def validate(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _default_filling(Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        raise ConfigError(f"invalid config at '{_key_path(first)}': {first.message}")
+    check_references(config)
+    return config
+
+
+def load(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    try:
+        return validate(config)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def check_references(config: dict) -> None:
+    checkpoints = config["checkpoints"]
+    for cid, ck in checkpoints.items():
+        if ck["source"] == "synthetic":
+            if ck["recipe"] == "base":
+                if "from" in ck:
+                    raise ConfigError(f"checkpoints.{cid}.from: a synthetic base is built from nothing")
+            else:
+                parent = ck.get("from")
+                if parent is None:
+                    raise ConfigError(f"checkpoints.{cid}.from: recipe '{ck['recipe']}' needs the id of a synthetic base")
+                if parent not in checkpoints or checkpoints[parent].get("recipe") != "base":
+                    raise ConfigError(f"checkpoints.{cid}.from: '{parent}' is not a synthetic base checkpoint")
+    for pid, pair in config["pairs"].items():
+        for side in ("base", "finetuned"):
+            if pair[side] not in checkpoints:
+                raise ConfigError(f"pairs.{pid}.{side}: unknown checkpoint '{pair[side]}'")
+        if pair["base"] == pair["finetuned"]:
+            raise ConfigError(f"pairs.{pid}: base and finetuned are the same checkpoint")
+    for aid, art in config.get("artifacts", {}).items():
+        for i, pid in enumerate(art["pairs"]):
+            if pid not in config["pairs"]:
+                raise ConfigError(f"artifacts.{aid}.pairs[{i}]: unknown pair '{pid}'")
+    m = config.get("metrics", {})
+    top_k = m.get("svd_top_k", 128)
+    for key in ("principal_rank_k", "report_k"):
+        if m.get(key, 0) > top_k:
+            raise ConfigError(f"metrics.{key}: {m[key]} exceeds metrics.svd_top_k = {top_k} singular vectors kept")
+    if any(k > top_k for k in m.get("angle_ks", [])):
+        raise ConfigError(f"metrics.angle_ks: every k must be <= metrics.svd_top_k = {top_k}")
