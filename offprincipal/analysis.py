@@ -55,6 +55,15 @@ def _info_columns(info: TensorInfo) -> dict:
     return {"name": info.name, "layer": info.layer, "kind": info.kind, "proj": info.proj, "expert": info.expert}
 
 
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows to a table whose layer/expert columns stay integers despite missing values."""
+    table = pd.DataFrame(rows)
+    for col in ("layer", "expert", "k", "report_k"):
+        if col in table:
+            table[col] = table[col].astype("Int64")
+    return table
+
+
 def _shape_str(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape)
 
@@ -90,7 +99,7 @@ def compare_pair(
                     "note": tp.note,
                 }
             )
-        table = pd.DataFrame(rows)
+        table = _frame(rows)
         if table.empty:
             raise ValueError(f"pair {base.label} → {ft.label} has no tensors in common")
         write_table(table, updates_csv)
@@ -211,9 +220,9 @@ def pair_geometry(
                 w1 = ft.load(ft_name, device=dev)
                 row["update_rank_ratio"] = update_rank_ratio(w0, w1.to(torch.bfloat16) if cast_to_bf16 else w1)
             rows.append(row)
-    table = pd.DataFrame(rows)
+    table = _frame(rows)
     write_table(table, geometry_csv)
-    write_table(pd.DataFrame(angle_rows), angles_csv)
+    write_table(_frame(angle_rows), angles_csv)
     return table
 
 

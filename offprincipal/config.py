@@ -36,6 +36,10 @@ def _default_filling(validator_class):
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _invalid(key: str, message: str) -> ConfigError:
+    return ConfigError(f"invalid config at '{key}': {message}")
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
@@ -44,10 +48,10 @@ def validate(config: dict, schema_path: str | os.PathLike = SCHEMA_PATH) -> dict
     """Validate ``config`` in place (filling defaults) and return it."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = _default_filling(Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         first = errors[0]
-        raise ConfigError(f"invalid config at '{_key_path(first)}': {first.message}")
+        raise _invalid(_key_path(first), first.message)
     check_references(config)
     return config
 
@@ -67,27 +71,27 @@ def check_references(config: dict) -> None:
         if ck["source"] == "synthetic":
             if ck["recipe"] == "base":
                 if "from" in ck:
-                    raise ConfigError(f"checkpoints.{cid}.from: a synthetic base is built from nothing")
+                    raise _invalid(f"checkpoints.{cid}.from", "a synthetic base is built from nothing")
             else:
                 parent = ck.get("from")
                 if parent is None:
-                    raise ConfigError(f"checkpoints.{cid}.from: recipe '{ck['recipe']}' needs the id of a synthetic base")
+                    raise _invalid(f"checkpoints.{cid}.from", f"recipe '{ck['recipe']}' needs the id of a synthetic base")
                 if parent not in checkpoints or checkpoints[parent].get("recipe") != "base":
-                    raise ConfigError(f"checkpoints.{cid}.from: '{parent}' is not a synthetic base checkpoint")
+                    raise _invalid(f"checkpoints.{cid}.from", f"'{parent}' is not a synthetic base checkpoint")
     for pid, pair in config["pairs"].items():
         for side in ("base", "finetuned"):
             if pair[side] not in checkpoints:
-                raise ConfigError(f"pairs.{pid}.{side}: unknown checkpoint '{pair[side]}'")
+                raise _invalid(f"pairs.{pid}.{side}", f"unknown checkpoint '{pair[side]}'")
         if pair["base"] == pair["finetuned"]:
-            raise ConfigError(f"pairs.{pid}: base and finetuned are the same checkpoint")
+            raise _invalid(f"pairs.{pid}", "base and finetuned are the same checkpoint")
     for aid, art in config.get("artifacts", {}).items():
         for i, pid in enumerate(art["pairs"]):
             if pid not in config["pairs"]:
-                raise ConfigError(f"artifacts.{aid}.pairs[{i}]: unknown pair '{pid}'")
+                raise _invalid(f"artifacts.{aid}.pairs[{i}]", f"unknown pair '{pid}'")
     m = config.get("metrics", {})
     top_k = m.get("svd_top_k", 128)
     for key in ("principal_rank_k", "report_k"):
         if m.get(key, 0) > top_k:
-            raise ConfigError(f"metrics.{key}: {m[key]} exceeds metrics.svd_top_k = {top_k} singular vectors kept")
+            raise _invalid(f"metrics.{key}", f"{m[key]} exceeds metrics.svd_top_k = {top_k} singular vectors kept")
     if any(k > top_k for k in m.get("angle_ks", [])):
-        raise ConfigError(f"metrics.angle_ks: every k must be <= metrics.svd_top_k = {top_k}")
+        raise _invalid("metrics.angle_ks", f"every k must be <= metrics.svd_top_k = {top_k}")
