@@ -1,0 +1,76 @@
+"""Render one of the paper's artifacts from the files the workflow gives it.
+
+``render_artifact`` is what ``workflow/scripts/render-artifact.py`` calls: figures are
+written as PDF + PNG (dpi 150), tables as CSV (full precision) + Markdown (rounded). All
+numbers come from the input files; a missing or incomplete input raises
+:class:`~offprincipal.figures.common.ArtifactInputError` naming the artifact and the file,
+and then no output file is left behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from offprincipal import tables
+from offprincipal.artifacts import ARTIFACTS
+from offprincipal.figures import FIGURES
+from offprincipal.figures.common import STYLE, ArtifactInputError, Context, save_figure
+from offprincipal.io import write_table
+
+TABLES = {"table1": tables.table1, "table2": tables.table2}
+
+__all__ = ["render_artifact", "handled", "ArtifactInputError"]
+
+
+def handled() -> list[str]:
+    """Names of the artifacts this module renders."""
+    return sorted([*FIGURES, *TABLES])
+
+
+def _by_suffix(name: str, outputs: list[str], suffixes: tuple[str, ...]) -> list[str]:
+    found = {}
+    for out in outputs:
+        found.setdefault(Path(out).suffix.lstrip(".").lower(), str(out))
+    missing = [s for s in suffixes if s not in found]
+    if missing:
+        raise ValueError(f"{name}: outputs {list(outputs)} lack a .{'/.'.join(missing)} file")
+    return [found[s] for s in suffixes]
+
+
+def render_artifact(
+    name: str,
+    inputs: dict[str, list[str]],
+    outputs: list[str],
+    *,
+    spec: dict,
+    pairs: dict[str, dict],
+    synthetic: bool,
+    config_name: str,
+    metrics: dict,
+) -> None:
+    """Render artifact ``name`` (a key of ``offprincipal.artifacts.ARTIFACTS``) to ``outputs``."""
+    if name not in FIGURES and name not in TABLES:
+        known = ", ".join(handled())
+        raise ValueError(f"no renderer for artifact {name!r} (handled: {known})")
+    if name not in ARTIFACTS:
+        raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.ARTIFACTS")
+    ctx = Context(name=name, inputs=dict(inputs), spec=dict(spec), pairs=dict(pairs), synthetic=bool(synthetic),
+                  config_name=config_name, metrics=dict(metrics or {}))
+    try:
+        if name in TABLES:
+            csv, md = _by_suffix(name, outputs, ("csv", "md"))
+            table, display = TABLES[name](ctx)
+            write_table(table, csv)
+            write_table(display, md)
+        else:
+            pdf, png = _by_suffix(name, outputs, ("pdf", "png"))
+            with plt.rc_context(STYLE):
+                fig = FIGURES[name](ctx)
+                save_figure(fig, pdf, png)
+    except BaseException:
+        plt.close("all")
+        for out in outputs:  # like a failed Snakemake job: no (partial or stale) outputs remain
+            Path(out).unlink(missing_ok=True)
+        raise

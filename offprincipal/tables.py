@@ -1,0 +1,150 @@
+"""Table renderers: Table 1 (bf16 update sparsity) and Table 2 (cross-run Jaccard in one block).
+
+Each returns two frames: the CSV one at full precision (machine-readable column names) and
+the Markdown one for reading (display names, percentages rounded to 2 decimals).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from offprincipal.figures.common import ArtifactInputError, Context, read_csv
+
+UPDATE_COLUMNS = ("name", "numel", "base_dtype", "ft_dtype", "changed_eta", "changed_abs")
+JACCARD_COLUMNS = ("run_a", "run_b", "jaccard_pooled", "baseline_pooled", "jaccard_mean", "baseline_mean")
+
+
+def _dtypes(series: pd.Series) -> str:
+    return "+".join(sorted(str(x) for x in series.dropna().unique()))
+
+
+def table1(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pair: sparsity = 1 - changed/total over all stored parameters (as the paper
+    counts), by the η rule and by the absolute-tolerance rule."""
+    eta = ctx.metrics.get("eta", 1e-3)
+    atol = ctx.metrics.get("abs_tolerance", 1e-5)
+    rows = []
+    for pid, path in zip(ctx.pair_ids, ctx.files("updates")):
+        df = read_csv(ctx.name, path, UPDATE_COLUMNS, "per-tensor updates")
+        for c in ("numel", "changed_eta", "changed_abs"):
+            if df[c].isna().any():
+                raise ArtifactInputError(f"{ctx.name}: input file {path} (per-tensor updates) has empty {c!r} values")
+        total = int(df["numel"].sum())
+        if total <= 0:
+            raise ArtifactInputError(f"{ctx.name}: input file {path} (per-tensor updates) counts no parameters")
+        changed_eta = int(df["changed_eta"].sum())
+        changed_abs = int(df["changed_abs"].sum())
+        s_eta = 100.0 * (1.0 - changed_eta / total)
+        s_abs = 100.0 * (1.0 - changed_abs / total)
+        pair = ctx.pairs[pid]
+        notes = sorted({str(n) for n in df["note"].dropna() if str(n).strip()}) if "note" in df.columns else []
+        rows.append(
+            {
+                "pair": pid,
+                "label": pair.get("label", pid),
+                "algorithm": pair.get("algorithm", ""),
+                "data": pair.get("data", ""),
+                "kind": pair.get("kind", ""),
+                "n_tensors": len(df),
+                "numel": total,
+                "stored_dtypes": f"{_dtypes(df['base_dtype'])} → {_dtypes(df['ft_dtype'])}",
+                "changed_eta": changed_eta,
+                "changed_abs": changed_abs,
+                "sparsity_eta_pct": s_eta,
+                "sparsity_abs_pct": s_abs,
+                "abs_minus_eta_pct": s_abs - s_eta,
+                "paper_sparsity_pct": pair.get("paper_sparsity", np.nan),
+                "notes": "; ".join(notes),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["paper_sparsity_pct"] = table["paper_sparsity_pct"].astype(float)
+
+    md = pd.DataFrame(
+        {
+            "fine-tuned checkpoint (base → fine-tuned)": table["label"],
+            "algorithm": table["algorithm"],
+            "data": table["data"],
+            "kind": table["kind"],
+            "parameters": table["numel"].map(lambda n: f"{n:,}"),
+            "stored dtype": table["stored_dtypes"],
+            f"sparsity, η = {eta:g} (%)": table["sparsity_eta_pct"].map(_pct),
+            f"sparsity, abs(Δw) ≤ {atol:g} (%)": table["sparsity_abs_pct"].map(_pct),
+            "difference (pp)": table["abs_minus_eta_pct"].map(_pct),
+            "paper (%)": table["paper_sparsity_pct"].map(_pct),
+        }
+    )
+    if table["notes"].str.len().gt(0).any():
+        md["notes"] = table["notes"]
+    return table, md
+
+
+def _pct(v) -> str:
+    return "" if pd.isna(v) else f"{v:.2f}"
+
+
+def _num(v, digits: int = 4) -> str:
+    return "" if pd.isna(v) else f"{v:.{digits}f}"
+
+
+MEAN_ROW = "mean off-diagonal"
+
+
+def table2(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pairwise Jaccard rows in the order of the spec's runs, then their mean."""
+    path = ctx.files("jaccard", per_pair=False)[0]
+    df = read_csv(ctx.name, path, JACCARD_COLUMNS, "cross-run Jaccard")
+    runs = ctx.pair_ids
+    if len(runs) < 2:
+        raise ArtifactInputError(f"{ctx.name}: a cross-run comparison needs at least two runs, the spec lists {runs}")
+    index = {frozenset((a, b)): i for i, (a, b) in enumerate(zip(df["run_a"], df["run_b"]))}
+    order, missing = [], []
+    for a, b in itertools.combinations(runs, 2):
+        i = index.get(frozenset((a, b)))
+        if i is None:
+            missing.append(f"{a}/{b}")
+        else:
+            order.append(i)
+    if missing:
+        raise ArtifactInputError(f"{ctx.name}: input file {path} (cross-run Jaccard) lacks run pair(s) {missing}")
+    values = list(JACCARD_COLUMNS[2:])
+    rows = df.iloc[order].reset_index(drop=True)
+    if rows[values].isna().any().any():
+        raise ArtifactInputError(f"{ctx.name}: input file {path} (cross-run Jaccard) has empty values in {values}")
+    layer = ctx.spec.get("layer")
+    if "layer" in rows.columns:
+        have = rows["layer"].dropna().unique()
+        if layer is not None and (len(have) != 1 or int(have[0]) != int(layer)):
+            raise ArtifactInputError(
+                f"{ctx.name}: input file {path} (cross-run Jaccard) is for layer(s) {list(have)}, the spec asks for layer {layer}"
+            )
+        if layer is None and len(have) == 1:
+            layer = int(have[0])
+    keep = ["run_a", "run_b", *values] + (["n_tensors"] if "n_tensors" in rows.columns else [])
+    table = rows[keep].copy()
+    table["ratio_pooled"] = table["jaccard_pooled"] / table["baseline_pooled"]
+    mean = {"run_a": MEAN_ROW, "run_b": "", **{c: float(table[c].mean()) for c in [*values, "ratio_pooled"]}}
+    if "n_tensors" in table.columns:
+        mean["n_tensors"] = table["n_tensors"].iloc[0] if table["n_tensors"].nunique() == 1 else np.nan
+    table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+    table["layer"] = layer if layer is not None else np.nan
+
+    def lab(pid):
+        return ctx.pairs[pid].get("label", pid) if pid in ctx.pairs else pid
+
+    md = pd.DataFrame(
+        {
+            "run A": table["run_a"].map(lab),
+            "run B": table["run_b"].map(lambda p: lab(p) if p else ""),
+            "Jaccard (pooled)": table["jaccard_pooled"].map(_num),
+            "baseline (pooled)": table["baseline_pooled"].map(_num),
+            "Jaccard / baseline": table["ratio_pooled"].map(lambda v: _num(v, 2)),
+            "Jaccard (mean over matrices)": table["jaccard_mean"].map(_num),
+            "baseline (mean)": table["baseline_mean"].map(_num),
+            "layer": table["layer"].map(lambda v: "all" if pd.isna(v) else str(int(v))),
+        }
+    )
+    return table, md
