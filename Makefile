@@ -1,0 +1,34 @@
+# One command to set up and run the default pipeline (`make run`), one to set up and run
+# the tests (`make test`). Both create .venv on first use and reinstall when pyproject changes.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+BIN := $(VENV)/bin
+
+.PHONY: run test lint report clean-results
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch would pull the multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/snakemake --cores $(CORES)
+
+report: $(BIN)/.installed
+	$(BIN)/snakemake --report results/report.zip
+
+# pytest exits 5 when it collects nothing; an empty selection must fail, not pass quietly.
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(BIN)/.installed
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+clean-results:
+	rm -rf results/synthetic .snakemake
