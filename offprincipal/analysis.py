@@ -26,7 +26,7 @@ from offprincipal.device import pick_device
 from offprincipal.io import write_table
 from offprincipal.metrics import crossrun
 from offprincipal.metrics.masks import MaskFile, low_magnitude_mask, mask_writer, overlaps, principal_mask
-from offprincipal.metrics.sparsity import abs_mask, update_mask
+from offprincipal.metrics.sparsity import compare_blocks
 from offprincipal.metrics.spectral import angle_curve, nss, spectrum, update_rank_ratio
 from offprincipal.tensorfile import streaming_safetensors
 
@@ -82,11 +82,12 @@ def compare_pair(
     dev = pick_device(device)
     rows = []
     with open_checkpoint(base_manifest) as base, open_checkpoint(ft_manifest) as ft, mask_writer(masks_npz) as masks:
-        dtype = torch.bfloat16 if cast_to_bf16 else None
-        for tp in iter_pairs(base, ft, dtype=dtype, device=dev):
-            upd = update_mask(tp.base, tp.ft, eta)
-            changed_abs = int(abs_mask(tp.base, tp.ft, abs_tolerance).sum())
-            masks.add(tp.name, upd)
+        # stored dtypes here; compare_blocks rounds to bf16 block by block
+        for tp in iter_pairs(base, ft, dtype=None, device=dev):
+            bits, changed_eta, changed_abs = compare_blocks(
+                tp.base, tp.ft, eta=eta, atol=abs_tolerance, cast_to_bf16=cast_to_bf16
+            )
+            masks.add_packed(tp.name, bits, tuple(tp.base.shape))
             rows.append(
                 {
                     **_info_columns(tp.info),
@@ -94,7 +95,7 @@ def compare_pair(
                     "numel": tp.base.numel(),
                     "base_dtype": str(tp.base_dtype).removeprefix("torch."),
                     "ft_dtype": str(tp.ft_dtype).removeprefix("torch."),
-                    "changed_eta": int(upd.sum()),
+                    "changed_eta": changed_eta,
                     "changed_abs": changed_abs,
                     "note": tp.note,
                 }

@@ -68,3 +68,22 @@ def test_sparsity_definition():
     assert sparsity(25, 100) == 0.75
     with pytest.raises(ValueError):
         sparsity(0, 0)
+
+
+@pytest.mark.parametrize("cast, dtype", [(True, torch.bfloat16), (True, torch.float32), (False, torch.float32)])
+def test_block_pass_equals_the_reference_rules_across_block_edges(cast, dtype):
+    from offprincipal.metrics.masks import unpack
+    from offprincipal.metrics.sparsity import compare_blocks
+
+    g = torch.Generator().manual_seed(5)
+    w0 = (torch.randn(3, 1001, generator=g) * 0.02).to(dtype)
+    w1 = (w0.float() + torch.randn(3, 1001, generator=g) * 1e-4 * (torch.rand(3, 1001, generator=g) < 0.4)).to(dtype)
+    w0[0, :3] = torch.tensor([0.0, float("inf"), 1.0])
+    w1[0, :3] = torch.tensor([-0.0, float("inf"), float("nan")])
+    w1[2, 500] = 1e-6  # a sub-tolerance change of a zero weight
+    bits, changed, changed_abs = compare_blocks(w0, w1, eta=1e-3, atol=1e-5, cast_to_bf16=cast, block=64)
+    x, y = (w0.bfloat16(), w1.bfloat16()) if cast else (w0, w1)
+    expected = eta_mask(x, y)
+    np.testing.assert_array_equal(unpack(bits, tuple(w0.shape)), expected.numpy())
+    assert changed == int(expected.sum())
+    assert changed_abs == int(abs_mask(x, y).sum())

@@ -47,8 +47,13 @@ class MaskWriter:
         self.names: list[str] = []
 
     def add(self, name: str, mask: torch.Tensor | np.ndarray) -> None:
-        shape = tuple(mask.shape)
-        self._write(_BITS_PREFIX + name, pack(mask))
+        self.add_packed(name, pack(mask), tuple(mask.shape))
+
+    def add_packed(self, name: str, bits: np.ndarray, shape: tuple[int, ...]) -> None:
+        """Add a mask already packed with ``pack`` (little bit order, row-major)."""
+        if bits.size != (int(np.prod(shape)) + 7) // 8:
+            raise ValueError(f"{name}: {bits.size} packed bytes do not fit shape {shape}")
+        self._write(_BITS_PREFIX + name, bits)
         self._write(_SHAPE_PREFIX + name, np.asarray(shape, dtype=np.int64))
         self.names.append(name)
 

@@ -14,6 +14,7 @@ Three rules, side by side because the paper (App. E.1) shows they disagree:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 BF16_MIN_RELATIVE_GAP = 2.0**-8  # smallest |a-b|/max(|a|,|b|) between distinct bf16 values
@@ -63,3 +64,50 @@ def sparsity(changed: int, total: int) -> float:
     if total <= 0:
         raise ValueError("sparsity of an empty set of parameters is undefined")
     return 1.0 - changed / total
+
+
+#: elements per block of ``compare_blocks`` (a multiple of 8, so packed bytes never straddle)
+BLOCK = 1 << 22
+
+
+def compare_blocks(
+    w0: torch.Tensor,
+    w1: torch.Tensor,
+    *,
+    eta: float = 1e-3,
+    atol: float = 1e-5,
+    cast_to_bf16: bool = True,
+    block: int = BLOCK,
+) -> tuple[np.ndarray, int, int]:
+    """The sparsity pass for one tensor pair: the η-rule update mask (bit-packed, little bit
+    order), its number of changed entries, and the number changed under ``|Δ| > atol``.
+
+    Works in fixed-size blocks so memory stays O(block) and each block stays in cache: a
+    233M-entry embedding would otherwise need several GB of fp32 temporaries and run at
+    memory speed. For bf16 blocks without inf/NaN (tested on the exponent bits) the mask is
+    the bitwise rule, which equals the η rule there; other blocks take the η rule itself.
+    """
+    if block % 8:
+        raise ValueError("block must be a multiple of 8")
+    n = w0.numel()
+    a, b = w0.reshape(-1), w1.reshape(-1)
+    bits = np.empty((n + 7) // 8, dtype=np.uint8)
+    changed_eta = changed_abs = 0
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        x, y = a[start:stop], b[start:stop]
+        if cast_to_bf16:
+            x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)  # no copy when already bf16
+        if x.dtype == y.dtype == torch.bfloat16 and 0 <= eta < BF16_MIN_RELATIVE_GAP:
+            xi, yi = x.view(torch.int16), y.view(torch.int16)
+            either = xi | yi
+            if bool(((either & 0x7F80) == 0x7F80).any()):  # an inf/NaN somewhere: exact rule
+                mask = eta_mask(x, y, eta)
+            else:
+                mask = (xi != yi) & ((either & 0x7FFF) != 0)  # +0 vs -0 is no change
+        else:
+            mask = eta_mask(x, y, eta)
+        changed_eta += int(torch.count_nonzero(mask))
+        changed_abs += int(torch.count_nonzero(abs_mask(x, y, atol)))
+        bits[start // 8 : (stop + 7) // 8] = np.packbits(mask.cpu().numpy(), bitorder="little")
+    return bits, changed_eta, changed_abs
