@@ -78,6 +78,16 @@ def check_references(config: dict) -> None:
                     raise _invalid(f"checkpoints.{cid}.from", f"recipe '{ck['recipe']}' needs the id of a synthetic base")
                 if parent not in checkpoints or checkpoints[parent].get("recipe") != "base":
                     raise _invalid(f"checkpoints.{cid}.from", f"'{parent}' is not a synthetic base checkpoint")
+        elif ck["source"] == "intervened":
+            if ck["from"] not in checkpoints:
+                raise _invalid(f"checkpoints.{cid}.from", f"unknown checkpoint '{ck['from']}'")
+        elif ck["source"] == "toy_base":
+            if "toy" not in config:
+                raise _invalid(f"checkpoints.{cid}", "a toy_base checkpoint needs the 'toy' section")
+        elif ck["source"] == "run":
+            _check_run_checkpoint(config, cid, ck)
+    for rid, run in config.get("runs", {}).items():
+        _check_run(config, rid, run)
     for pid, pair in config["pairs"].items():
         for side in ("base", "finetuned"):
             if pair[side] not in checkpoints:
@@ -95,3 +105,27 @@ def check_references(config: dict) -> None:
             raise _invalid(f"metrics.{key}", f"{m[key]} exceeds metrics.svd_top_k = {top_k} singular vectors kept")
     if any(k > top_k for k in m.get("angle_ks", [])):
         raise _invalid("metrics.angle_ks", f"every k must be <= metrics.svd_top_k = {top_k}")
+
+
+def _check_run(config: dict, rid: str, run: dict) -> None:
+    from offprincipal.training.spec import RunSpec, SpecError
+    from offprincipal.toy.task import ALL_TASKS
+
+    if run["base"] not in config["checkpoints"]:
+        raise _invalid(f"runs.{rid}.base", f"unknown checkpoint '{run['base']}'")
+    if run["task"] not in ALL_TASKS:
+        raise _invalid(f"runs.{rid}.task", f"unknown toy task '{run['task']}' (known: {', '.join(ALL_TASKS)})")
+    try:
+        RunSpec.from_dict(run["spec"])
+    except SpecError as err:
+        field = getattr(err, "field", None)
+        raise _invalid(f"runs.{rid}.spec" + (f".{field}" if field else ""), str(err)) from None
+
+
+def _check_run_checkpoint(config: dict, cid: str, ck: dict) -> None:
+    run = config.get("runs", {}).get(ck["run"])
+    if run is None:
+        raise _invalid(f"checkpoints.{cid}.run", f"unknown run '{ck['run']}'")
+    saved = list(run["spec"].get("save_steps", []))
+    if ck["step"] != "final" and ck["step"] not in saved:
+        raise _invalid(f"checkpoints.{cid}.step", f"run '{ck['run']}' saves steps {saved} (and 'final'), not {ck['step']}")

@@ -15,6 +15,8 @@ CHECKPOINTS = config["checkpoints"]
 PAIRS = config["pairs"]
 ARTIFACT_SPECS = config["artifacts"]
 METRICS = config["metrics"]
+TOY = config.get("toy", {})
+RUNS = config.get("runs", {})
 
 
 def ids_regex(ids):
@@ -29,6 +31,10 @@ def checkpoints_from(source):
 wildcard_constraints:
     hub_ckpt=ids_regex(checkpoints_from("hub")),
     syn_ckpt=ids_regex(checkpoints_from("synthetic")),
+    toy_ckpt=ids_regex(checkpoints_from("toy_base")),
+    int_ckpt=ids_regex(checkpoints_from("intervened")),
+    run_ckpt=ids_regex(checkpoints_from("run")),
+    run=ids_regex(RUNS),
     ckpt=ids_regex(CHECKPOINTS),
     pair=ids_regex(PAIRS),
     figure=ids_regex(a for a in ARTIFACT_SPECS if ARTIFACTS[a].kind == "figure"),
@@ -51,6 +57,40 @@ def pair_file(pair, name):
 def synthetic_parent_manifest(wildcards):
     parent = CHECKPOINTS[wildcards.syn_ckpt].get("from")
     return [manifest(parent)] if parent else []
+
+
+def intervened_parent_manifest(wildcards):
+    return manifest(CHECKPOINTS[wildcards.int_ckpt]["from"])
+
+
+def intervention_list(wildcards):
+    return CHECKPOINTS[wildcards.int_ckpt]["interventions"]
+
+
+def run_base_manifest(wildcards):
+    return manifest(RUNS[wildcards.run]["base"])
+
+
+def run_config(wildcards):
+    return RUNS[wildcards.run]
+
+
+def run_dir(run):
+    return f"{RESULTS}/runs/{run}"
+
+
+def run_dir_of_checkpoint(wildcards):
+    return run_dir(CHECKPOINTS[wildcards.run_ckpt]["run"])
+
+
+def run_checkpoint_step(wildcards):
+    return CHECKPOINTS[wildcards.run_ckpt]["step"]
+
+
+def run_of(ckpt):
+    """The run a checkpoint was saved by, or None for checkpoints not trained here."""
+    spec = CHECKPOINTS[ckpt]
+    return spec["run"] if spec["source"] == "run" else None
 
 
 def pair_manifests(wildcards):
@@ -89,6 +129,14 @@ def artifact_inputs(name):
         inputs["ft_spectra"] = [spectra(PAIRS[p]["finetuned"]) for p in pairs]
     if "jaccard" in needs:
         inputs["jaccard"] = [f"{RESULTS}/crossrun/{name}.csv"]
+    if "manifests" in needs:
+        inputs["base_manifests"] = [manifest(PAIRS[p]["base"]) for p in pairs]
+        inputs["ft_manifests"] = [manifest(PAIRS[p]["finetuned"]) for p in pairs]
+    if "runlog" in needs:
+        inputs["runs"] = [run_dir(run_of(PAIRS[p]["finetuned"])) for p in pairs]
+    if "eval" in needs:
+        inputs["base_eval"] = [f"{RESULTS}/eval/{PAIRS[p]['base']}.json" for p in pairs]
+        inputs["ft_eval"] = [f"{RESULTS}/eval/{PAIRS[p]['finetuned']}.json" for p in pairs]
     return inputs
 
 
@@ -111,6 +159,11 @@ def artifact_params(name):
     return {
         "spec": spec,
         "pairs": {p: PAIRS[p] for p in spec["pairs"]},
+        "runs": {
+            run_of(PAIRS[p]["finetuned"]): RUNS[run_of(PAIRS[p]["finetuned"])]
+            for p in spec["pairs"]
+            if run_of(PAIRS[p]["finetuned"])
+        },
         "synthetic": synthetic,
         "config_name": config["name"],
         "metrics": METRICS,
@@ -120,13 +173,16 @@ def artifact_params(name):
 def artifact_caption(name):
     art = ARTIFACTS[name]
     extra = ARTIFACT_SPECS[name].get("caption", "")
-    scope = (
-        "Computed from synthetic stand-in checkpoints the pipeline builds itself (a dense "
-        "perturbation for SFT, planted sparse off-principal perturbations for RL), not from "
-        "trained models."
-        if artifact_params(name)["synthetic"]
-        else "Computed from the checkpoints listed in the table of pairs."
-    )
+    if artifact_params(name)["synthetic"]:
+        scope = (
+            "Computed from synthetic stand-in checkpoints the pipeline builds itself (a dense "
+            "perturbation for SFT, planted sparse off-principal perturbations for RL), not from "
+            "trained models."
+        )
+    elif TOY:
+        scope = toy_scope()
+    else:
+        scope = "Computed from the checkpoints listed in the table of pairs."
     return f"{art.title}. {art.caption} {scope} {extra}".strip()
 
 
@@ -169,3 +225,13 @@ def crossrun_layer(wildcards):
 
 def crossrun_runs(wildcards):
     return ARTIFACT_SPECS[wildcards.crossrun]["pairs"]
+
+
+def toy_scope():
+    pre = TOY.get("pretrain", {})
+    return (
+        "Toy world: a Qwen3-architecture model with "
+        f"{pre.get('num_layers', 4)} layers and hidden size {pre.get('hidden_size', 96)}, "
+        "pretrained by this pipeline on synthetic integer arithmetic, then fine-tuned on a CPU "
+        "for tens of steps; computed for real at toy scale, not at the paper's scale."
+    )

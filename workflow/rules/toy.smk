@@ -1,0 +1,106 @@
+# The toy world: seeded task datasets, a base pretrained on them, intervened bases,
+# training runs with the single-machine backend, and held-out evaluation.
+
+
+rule toy_datasets:
+    output:
+        directory(f"{RESULTS}/toy/data"),
+    log:
+        f"{RESULTS}/logs/toy_datasets.log",
+    params:
+        seed=TOY.get("seed", 0),
+        datasets=TOY.get("datasets", {}),
+    conda:
+        "../../envs/offprincipal.yaml"
+    script:
+        "../scripts/toy-datasets.py"
+
+
+rule pretrain_toy_base:
+    input:
+        data=f"{RESULTS}/toy/data",
+    output:
+        checkpoint=directory(f"{RESULTS}/checkpoints/{{toy_ckpt}}"),
+        manifest=f"{RESULTS}/checkpoints/{{toy_ckpt}}.json",
+    log:
+        f"{RESULTS}/logs/pretrain_toy_base/{{toy_ckpt}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_toy_base/{{toy_ckpt}}.tsv"
+    params:
+        seed=TOY.get("seed", 0),
+        recipe=TOY.get("pretrain", {}),
+    threads: 2
+    conda:
+        "../../envs/offprincipal.yaml"
+    script:
+        "../scripts/pretrain-toy-base.py"
+
+
+rule intervene:
+    input:
+        parent=intervened_parent_manifest,
+    output:
+        checkpoint=directory(f"{RESULTS}/checkpoints/{{int_ckpt}}"),
+        manifest=f"{RESULTS}/checkpoints/{{int_ckpt}}.json",
+    log:
+        f"{RESULTS}/logs/intervene/{{int_ckpt}}.log",
+    params:
+        interventions=intervention_list,
+    conda:
+        "../../envs/offprincipal.yaml"
+    script:
+        "../scripts/intervene.py"
+
+
+rule train_run:
+    input:
+        base=run_base_manifest,
+        data=f"{RESULTS}/toy/data",
+    output:
+        directory(f"{RESULTS}/runs/{{run}}"),
+    log:
+        f"{RESULTS}/logs/train_run/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_run/{{run}}.tsv"
+    params:
+        run=run_config,
+    # one thread per run: two single-threaded runs side by side beat one two-threaded run
+    threads: 1
+    conda:
+        "../../envs/offprincipal.yaml"
+    script:
+        "../scripts/train-run.py"
+
+
+rule run_checkpoint:
+    input:
+        run_dir_of_checkpoint,
+    output:
+        f"{RESULTS}/checkpoints/{{run_ckpt}}.json",
+    log:
+        f"{RESULTS}/logs/run_checkpoint/{{run_ckpt}}.log",
+    params:
+        step=run_checkpoint_step,
+    localrule: True
+    conda:
+        "../../envs/offprincipal.yaml"
+    script:
+        "../scripts/run-checkpoint.py"
+
+
+rule evaluate_toy:
+    input:
+        manifest=f"{RESULTS}/checkpoints/{{ckpt}}.json",
+        data=f"{RESULTS}/toy/data",
+    output:
+        f"{RESULTS}/eval/{{ckpt}}.json",
+    log:
+        f"{RESULTS}/logs/evaluate_toy/{{ckpt}}.log",
+    params:
+        eval=TOY.get("eval", {}),
+        seed=TOY.get("seed", 0),
+    threads: 1
+    conda:
+        "../../envs/offprincipal.yaml"
+    script:
+        "../scripts/evaluate-toy.py"
