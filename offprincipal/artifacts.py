@@ -9,6 +9,12 @@ different inputs. ``needs`` names the per-pair files the workflow must provide:
 * ``masks``    — ``pairs/{pair}/masks.npz``
 * ``spectra``  — the base and fine-tuned SVD caches of each pair
 * ``jaccard``  — ``crossrun/{artifact}.csv`` over the artifact's pairs (one Jaccard per run pair)
+* ``manifests`` — the base and fine-tuned checkpoint manifests (e.g. an intervention record)
+* ``runlog``   — the training run directory of each pair's fine-tuned checkpoint (``metrics.jsonl``)
+* ``eval``     — held-out pass@1 of each pair's base and fine-tuned checkpoint (``eval/{ckpt}.json``)
+
+The artifacts after Fig. 18 in this table need training runs, so only configs with a toy
+world (or, later, verl runs) render them.
 """
 
 from __future__ import annotations
@@ -122,7 +128,84 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 18 — principal-subspace rotation of RLHF checkpoints",
         "As Fig. 8, for the RLHF (DPO, SimPO) checkpoints of Table 3.",
     ),
+    "fig3": Artifact(
+        "figure",
+        ("masks", "updates", "manifests"),
+        "Fig. 3 — where updates land over training: row and column update ratios",
+        "For a chosen matrix, the share of updated entries in each row (output unit) and each column "
+        "(input feature) at successive checkpoints of one run, against the base; rows and columns that "
+        "are updated early stay the ones updated later. Bottom: overall update sparsity per checkpoint.",
+    ),
+    "fig14": Artifact(
+        "figure",
+        ("masks", "updates", "manifests"),
+        "Fig. 14 — row and column update ratios over training (more matrices)",
+        "As Fig. 3, for further matrices of the same run.",
+    ),
+    "fig6": Artifact(
+        "figure",
+        ("masks", "manifests"),
+        "Fig. 6 — scrambling the base's geometry removes the update bias",
+        "Per decoder block, overlap (Jaccard) of update masks: a reference RL run against an independent "
+        "run from the same base (the consistency level), and against a run from a function-preserving "
+        "intervened base (ROTATE+PERMUTE or ROTATE on marked layers). Permuted tensors are mapped back to "
+        "base coordinates; rotated ones have no elementwise correspondence and are compared as stored. "
+        "Dashed: the independent-Bernoulli baseline.",
+    ),
+    "fig9": Artifact(
+        "figure",
+        ("runlog", "eval"),
+        "Fig. 9 — sparse RL with fixed masks: KL trajectory and accuracy",
+        "Token-wise KL to the base policy per step (logged, not in the loss) for dense RL and RL restricted "
+        "to the principal, non-principal, low-magnitude, safe (low or non-principal) and random masks "
+        "(random at the safe mask's density); right: held-out pass@1 of each final checkpoint.",
+    ),
+    "fig10": Artifact(
+        "figure",
+        ("runlog", "eval", "geometry"),
+        "Fig. 10 — LoRA vs PiSSA in RL across ranks and learning rates",
+        "Training reward per step and held-out pass@1 of LoRA and PiSSA runs (merged into full weights) "
+        "at several ranks and learning rates.",
+    ),
+    "fig11": Artifact(
+        "figure",
+        ("runlog", "eval", "geometry"),
+        "Fig. 11 — PiSSA's principal-direction updates distort the spectrum",
+        "Held-out pass@1 and spectrum drift (mean NSS over matrices) against learning rate for LoRA and "
+        "PiSSA runs, with the principal-angle rotation of the merged weights.",
+    ),
+    "fig15": Artifact(
+        "figure",
+        ("runlog",),
+        "Fig. 15 — per-step KL to the base during RL",
+        "Token-wise KL(pi_theta || pi_base) on each step's rollouts, logged without entering the loss "
+        "(beta = 0): small but steadily growing.",
+    ),
+    "table4": Artifact(
+        "table",
+        ("eval", "updates", "runlog", "manifests"),
+        "Table 4 — sparse RL with fixed masks: held-out accuracy",
+        "Held-out pass@1 (avg@k) of the final checkpoints of dense RL and of RL restricted to each mask, "
+        "with the share of parameters each mask leaves trainable and the run's update sparsity.",
+    ),
+    "table5": Artifact(
+        "table",
+        ("eval", "updates", "runlog", "manifests"),
+        "Table 5 — sparse RL with fixed masks: accuracy at an intermediate step",
+        "As Table 4, at an intermediate checkpoint of the same runs.",
+    ),
+    "sec2_3": Artifact(
+        "figure",
+        ("updates", "runlog"),
+        "Sec. 2.3 — apparent sparsity depends on the step size",
+        "Update sparsity of the same RL run at several learning rates: with larger steps more sub-ULP "
+        "updates cross the bf16 realization threshold and the apparent sparsity falls.",
+    ),
 }
+
+
+#: artifacts that need only checkpoints (the foundation's set); the rest need training runs
+CHECKPOINT_ONLY = ("table1", "table2", "fig1c", "fig2", "fig4", "fig5", "fig7", "fig8", "fig12", "fig13", "fig16", "fig17", "fig18")
 
 
 def outputs(name: str) -> tuple[str, str]:

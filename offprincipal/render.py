@@ -16,10 +16,11 @@ import matplotlib.pyplot as plt
 from offprincipal import tables
 from offprincipal.artifacts import ARTIFACTS
 from offprincipal.figures import FIGURES
-from offprincipal.figures.common import STYLE, ArtifactInputError, Context, save_figure
+from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
+from offprincipal.figures.runlog import TrainingContext
 from offprincipal.io import write_table
 
-TABLES = {"table1": tables.table1, "table2": tables.table2}
+TABLES = {"table1": tables.table1, "table2": tables.table2, "table4": tables.table4, "table5": tables.table5}
 
 __all__ = ["render_artifact", "handled", "ArtifactInputError"]
 
@@ -49,15 +50,19 @@ def render_artifact(
     synthetic: bool,
     config_name: str,
     metrics: dict,
+    runs: dict | None = None,
 ) -> None:
-    """Render artifact ``name`` (a key of ``offprincipal.artifacts.ARTIFACTS``) to ``outputs``."""
+    """Render artifact ``name`` (a key of ``offprincipal.artifacts.ARTIFACTS``) to ``outputs``.
+
+    ``runs``: the config entries of the training runs behind the pairs (run id → entry), for
+    the artifacts that read training runs."""
     if name not in FIGURES and name not in TABLES:
         known = ", ".join(handled())
         raise ValueError(f"no renderer for artifact {name!r} (handled: {known})")
     if name not in ARTIFACTS:
         raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.ARTIFACTS")
-    ctx = Context(name=name, inputs=dict(inputs), spec=dict(spec), pairs=dict(pairs), synthetic=bool(synthetic),
-                  config_name=config_name, metrics=dict(metrics or {}))
+    ctx = TrainingContext(name=name, inputs=dict(inputs), spec=dict(spec), pairs=dict(pairs), synthetic=bool(synthetic),
+                          config_name=config_name, metrics=dict(metrics or {}), runs=dict(runs or {}))
     try:
         if name in TABLES:
             csv, md = _by_suffix(name, outputs, ("csv", "md"))

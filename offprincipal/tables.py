@@ -1,4 +1,6 @@
-"""Table renderers: Table 1 (bf16 update sparsity) and Table 2 (cross-run Jaccard in one block).
+"""Table renderers: Table 1 (bf16 update sparsity), Table 2 (cross-run Jaccard in one block),
+Tables 4 and 5 (sparse RL with fixed masks: held-out accuracy at the final / an intermediate
+checkpoint).
 
 Each returns two frames: the CSV one at full precision (machine-readable column names) and
 the Markdown one for reading (display names, percentages rounded to 2 decimals).
@@ -11,7 +13,20 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from offprincipal.checkpoints.naming import classify
 from offprincipal.figures.common import ArtifactInputError, Context, read_csv
+from offprincipal.figures.runlog import (
+    ADAPTER_NAMES,
+    MASK_FILE,
+    PROJ_KINDS,
+    checkpoint_step,
+    mask_text,
+    read_evals,
+    read_runs,
+    read_updates,
+    sparsity,
+)
+from offprincipal.metrics.masks import MaskFile, popcount
 
 UPDATE_COLUMNS = ("name", "numel", "base_dtype", "ft_dtype", "changed_eta", "changed_abs")
 JACCARD_COLUMNS = ("run_a", "run_b", "jaccard_pooled", "baseline_pooled", "jaccard_mean", "baseline_mean")
@@ -148,3 +163,85 @@ def table2(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     return table, md
+
+
+# ---------------------------------------------------------------------------- Tables 4 and 5
+
+
+def _trainable_share(ctx: Context, run) -> tuple[float, str]:
+    """Share of q/k/v/o/gate/up/down entries the run could change, Σ mask / Σ numel over
+    its ``masks.npz`` (1 for dense runs, NaN for adapter runs), and its display text."""
+    if run.adapter != "none":
+        return float("nan"), f"{ADAPTER_NAMES.get(run.adapter, run.adapter)} rank {run.rank}"
+    if run.mask == "none":
+        return 1.0, "all"
+    path = run.path / MASK_FILE
+    if not path.is_file():
+        raise ArtifactInputError(f"{ctx.name}: input file {path} (trainable-entry masks of a {run.mask!r}-masked run) "
+                                 "does not exist")
+    on = total = 0
+    with MaskFile(path) as mf:
+        for name in mf.names:
+            if classify(name).kind in PROJ_KINDS:
+                on += popcount(mf.bits(name))
+                total += int(np.prod(mf.shape(name)))
+    if total == 0:
+        raise ArtifactInputError(f"{ctx.name}: input file {path} (trainable-entry masks) holds no projection masks")
+    share = on / total
+    return share, f"{100 * share:.2f}"
+
+
+def masked_runs_table(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tables 4 and 5: the base(s), then per pair its run's mask, trainable share, update
+    sparsity and held-out pass@1 (at the pair's checkpoint: final for Table 4, an
+    intermediate step for Table 5)."""
+    pids = ctx.pair_ids
+    runs = read_runs(ctx)
+    ft_evals = read_evals(ctx, "ft")
+    base_evals = read_evals(ctx, "base")
+    updates = ctx.files("updates")
+    manifests = ctx.files("ft_manifests")
+    rows, base_acc = [], {}
+    for pid, ev in zip(pids, base_evals):
+        ckpt = ctx.pairs[pid].get("base", pid)
+        if ckpt in base_acc:
+            continue
+        base_acc[ckpt] = float(ev["pass_at_1"])
+        rows.append({"row": "base", "pair": "", "checkpoint": ckpt, "label": f"base ({ckpt})", "run": "",
+                     "step": np.nan, "mask": "", "adapter": "", "trainable_share": np.nan, "numel": np.nan,
+                     "changed_eta": np.nan, "update_sparsity_pct": np.nan, "proj_update_sparsity_pct": np.nan,
+                     "pass_at_1": float(ev["pass_at_1"]), "eval_problems": ev.get("problems", np.nan),
+                     "eval_samples": ev.get("samples", np.nan), "delta_pass_at_1_pp": np.nan, "trainable": ""})
+    for pid, run, ev, upd, man in zip(pids, runs, ft_evals, updates, manifests):
+        df = read_updates(ctx, upd)
+        share, share_text = _trainable_share(ctx, run)
+        step = checkpoint_step(ctx, man, run)
+        base = ctx.pairs[pid].get("base", pid)
+        acc = float(ev["pass_at_1"])
+        rows.append({
+            "row": "run", "pair": pid, "checkpoint": ctx.pairs[pid].get("finetuned", pid), "label": ctx.label(pid),
+            "run": run.run_id, "step": step if step is not None else np.nan, "mask": run.mask, "adapter": run.adapter,
+            "trainable_share": share, "numel": int(df["numel"].sum()), "changed_eta": int(df["changed_eta"].sum()),
+            "update_sparsity_pct": 100.0 * sparsity(df),
+            "proj_update_sparsity_pct": 100.0 * sparsity(df[df["kind"].isin(PROJ_KINDS)]),
+            "pass_at_1": acc, "eval_problems": ev.get("problems", np.nan), "eval_samples": ev.get("samples", np.nan),
+            "delta_pass_at_1_pp": 100.0 * (acc - base_acc[base]), "trainable": share_text,
+            "mask_text": mask_text(run),
+        })
+    table = pd.DataFrame(rows)
+    table["step"] = table["step"].astype("Int64")
+    md = pd.DataFrame({
+        "checkpoint": table["label"],
+        "step": table["step"].map(lambda v: "" if pd.isna(v) else str(int(v))),
+        "mask": table["mask_text"].fillna("") if "mask_text" in table else table["mask"],
+        "trainable share of q/k/v/o/gate/up/down (%)": table["trainable"],
+        "update sparsity (%)": table["update_sparsity_pct"].map(_pct),
+        "update sparsity, projections (%)": table["proj_update_sparsity_pct"].map(_pct),
+        "held-out pass@1 (%)": (100.0 * table["pass_at_1"]).map(_pct),
+        "Δ vs base (pp)": table["delta_pass_at_1_pp"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
+    })
+    table = table.drop(columns=["trainable", "mask_text"], errors="ignore")
+    return table, md
+
+
+table4 = table5 = masked_runs_table

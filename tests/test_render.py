@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, cross_run_jaccard, pair_geometry
-from offprincipal.artifacts import ARTIFACTS, outputs
+from offprincipal.artifacts import ARTIFACTS, CHECKPOINT_ONLY, outputs
 from offprincipal.checkpoints.synthetic import build_base, build_variant
 from offprincipal.figures.common import ArtifactInputError, pooled_overlap
 from offprincipal.io import write_json
@@ -31,7 +31,7 @@ METRICS = dict(eta=1e-3, abs_tolerance=1e-5, angle_ks=[1, 2, 4, 8], report_k=4, 
 RL_PAIRS = ["base__rl1", "base__rl2", "base__rl3"]
 Q1 = "model.layers.1.self_attn.q_proj.weight"
 DOWN0 = "model.layers.0.mlp.down_proj.weight"
-FIGURES = sorted(a for a in handled() if ARTIFACTS[a].kind == "figure")
+FIGURES = sorted(a for a in handled() if ARTIFACTS[a].kind == "figure" and a in CHECKPOINT_ONLY)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Figure renderers, one module per family; each function takes a ``Context`` and returns a
 matplotlib figure (``offprincipal.render`` saves it as PDF and PNG)."""
 
-from offprincipal.figures import crossrun, overlap, rotation, spectrum
+from offprincipal.figures import crossrun, intervention, overlap, rotation, rowcol, spectrum, training
 
 FIGURES = {
     "fig1c": rotation.fig1c,
@@ -15,4 +15,12 @@ FIGURES = {
     "fig7": overlap.fig7,
     "fig12": crossrun.fig12,
     "fig2": crossrun.fig2,
+    "fig3": rowcol.fig3,
+    "fig14": rowcol.fig14,
+    "fig6": intervention.fig6,
+    "fig9": training.fig9,
+    "fig15": training.fig15,
+    "fig10": training.fig10,
+    "fig11": training.fig11,
+    "sec2_3": training.sec2_3,
 }

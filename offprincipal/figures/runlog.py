@@ -1,0 +1,254 @@
+"""Shared readers of the training-run artifacts' inputs (Figs. 3, 6, 9-11, 14, 15, Sec. 2.3,
+Tables 4-5): run directories, held-out evaluations, checkpoint manifests, update sparsity.
+
+A run directory (``offprincipal.training.trl_backend.train``) holds ``run.json`` (the
+resolved :class:`~offprincipal.training.RunSpec` under ``spec``), ``metrics.jsonl`` (one
+JSON row per training step) and, for masked runs, ``masks.npz`` (the trainable entries).
+An evaluation file (``offprincipal.toy.world.evaluate_checkpoint``) is
+``{checkpoint, task, problems, samples, temperature, pass_at_1}``.
+
+Every reader raises :class:`~offprincipal.figures.common.ArtifactInputError` naming the
+artifact and the file when an input is missing, unreadable or lacks what is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from offprincipal.figures.common import ArtifactInputError, Context, check_file, read_csv
+
+RUN_MANIFEST = "run.json"  # the names offprincipal.training.trl_backend writes
+METRICS_FILE = "metrics.jsonl"
+MASK_FILE = "masks.npz"
+CKPT_INFO = "offprincipal_training.json"
+#: the projections masks and adapters act on (offprincipal.training.masks.MASK_TARGET_KINDS)
+PROJ_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
+UPDATE_COLUMNS = ("name", "kind", "numel", "changed_eta")
+
+MASK_NAMES = {
+    "none": "dense (no mask)",
+    "principal": "principal mask",
+    "nonprincipal": "non-principal mask",
+    "low": "low-magnitude mask",
+    "safe": "safe mask (low ∪ non-principal)",
+    "random": "random mask (safe density)",
+}
+ADAPTER_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "none": "full fine-tuning"}
+
+
+@dataclass
+class TrainingContext(Context):
+    """A :class:`Context` that also carries the config entries of the artifact's training
+    runs (run id → ``{"base", "task", "spec", "label"}``, the workflow's ``runs`` param)."""
+
+    runs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """One training run directory, read and checked."""
+
+    run_id: str
+    path: Path
+    manifest: dict
+    spec: dict
+    log: pd.DataFrame
+    config: dict  # the workflow's config entry of the run ({} when not given)
+
+    @property
+    def mask(self) -> str:
+        return str(self.spec.get("mask", "none"))
+
+    @property
+    def adapter(self) -> str:
+        return str(self.spec.get("adapter", "none"))
+
+    @property
+    def lr(self) -> float:
+        return float(self.spec["lr"])
+
+    @property
+    def rank(self) -> int | None:
+        return int(self.spec["adapter_rank"]) if self.adapter != "none" else None
+
+    @property
+    def steps(self) -> int | None:
+        s = self.manifest.get("steps", self.spec.get("steps"))
+        return int(s) if s is not None else None
+
+    def column(self, ctx_name: str, *names: str) -> tuple[str, pd.DataFrame]:
+        """The first of ``names`` logged by this run, with the rows where it is finite."""
+        for n in names:
+            if n in self.log.columns:
+                rows = self.log[["step", n]].dropna()
+                if not rows.empty:
+                    return n, rows
+        raise ArtifactInputError(
+            f"{ctx_name}: input file {self.path / METRICS_FILE} (training log) has no values of "
+            f"{' or '.join(repr(n) for n in names)}"
+        )
+
+
+def run_dirs(ctx: Context) -> list[Path]:
+    """The ``runs`` inputs: one training run directory per pair, in the spec's order."""
+    if "runs" not in ctx.inputs:
+        raise ArtifactInputError(f"{ctx.name}: no 'runs' input directories were given (inputs: {sorted(ctx.inputs)})")
+    dirs = ctx.inputs["runs"]
+    dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
+    if len(dirs) != len(ctx.pair_ids):
+        raise ArtifactInputError(
+            f"{ctx.name}: expected {len(ctx.pair_ids)} 'runs' director(ies) (one per pair {ctx.pair_ids}), "
+            f"got {len(dirs)}: {dirs}"
+        )
+    out = []
+    for d in dirs:
+        p = Path(d)
+        if not p.is_dir():
+            raise ArtifactInputError(f"{ctx.name}: input directory {p} (training run) does not exist")
+        out.append(p)
+    return out
+
+
+def read_jsonl(artifact: str, path: Path, what: str) -> list[dict]:
+    p = check_file(artifact, path, what)
+    rows = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ArtifactInputError(f"{artifact}: input file {p} ({what}) line {i} is not JSON: {err}") from None
+        if not isinstance(row, dict):
+            raise ArtifactInputError(f"{artifact}: input file {p} ({what}) line {i} is not a JSON object")
+        rows.append(row)
+    if not rows:
+        raise ArtifactInputError(f"{artifact}: input file {p} ({what}) has no rows")
+    return rows
+
+
+def read_json(artifact: str, path: str | os.PathLike, what: str) -> dict:
+    p = check_file(artifact, path, what)
+    try:
+        obj = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ArtifactInputError(f"{artifact}: input file {p} ({what}) is not JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise ArtifactInputError(f"{artifact}: input file {p} ({what}) is not a JSON object")
+    return obj
+
+
+def read_run(ctx: Context, path: Path) -> Run:
+    """``run.json`` (with its ``spec``) and ``metrics.jsonl`` of one run directory."""
+    manifest = read_json(ctx.name, path / RUN_MANIFEST, "training run manifest")
+    spec = manifest.get("spec")
+    if not isinstance(spec, dict) or "lr" not in spec:
+        raise ArtifactInputError(f"{ctx.name}: input file {path / RUN_MANIFEST} (training run manifest) has no run spec")
+    rows = read_jsonl(ctx.name, path / METRICS_FILE, "training log")
+    log = pd.DataFrame(rows)
+    if "step" not in log.columns or log["step"].isna().any():
+        raise ArtifactInputError(f"{ctx.name}: input file {path / METRICS_FILE} (training log) has rows without a 'step'")
+    log = log.sort_values("step").reset_index(drop=True)
+    runs = getattr(ctx, "runs", None) or {}
+    return Run(run_id=path.name, path=path, manifest=manifest, spec=spec, log=log, config=runs.get(path.name, {}))
+
+
+def read_runs(ctx: Context) -> list[Run]:
+    return [read_run(ctx, p) for p in run_dirs(ctx)]
+
+
+def read_eval(ctx: Context, path: str | os.PathLike, checkpoint: str | None) -> dict:
+    """A held-out evaluation; its ``checkpoint`` must be the one the pair names."""
+    ev = read_json(ctx.name, path, "held-out evaluation")
+    acc = ev.get("pass_at_1")
+    if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not math.isfinite(acc) or not 0 <= acc <= 1:
+        raise ArtifactInputError(f"{ctx.name}: input file {path} (held-out evaluation) has no pass_at_1 in [0, 1]: {acc!r}")
+    if checkpoint is not None and "checkpoint" in ev and ev["checkpoint"] != checkpoint:
+        raise ArtifactInputError(
+            f"{ctx.name}: input file {path} (held-out evaluation) is of checkpoint {ev['checkpoint']!r}, "
+            f"the pair's checkpoint is {checkpoint!r}"
+        )
+    return ev
+
+
+def read_evals(ctx: Context, side: str) -> list[dict]:
+    """``side`` "base" or "ft": the evaluation of each pair's base / fine-tuned checkpoint."""
+    key = {"base": "base_eval", "ft": "ft_eval"}[side]
+    ckpt = {"base": "base", "ft": "finetuned"}[side]
+    return [read_eval(ctx, f, ctx.pairs[pid].get(ckpt)) for pid, f in zip(ctx.pair_ids, ctx.files(key))]
+
+
+def base_accuracies(ctx: Context) -> dict[str, float]:
+    """pass@1 per distinct base checkpoint (in the pairs' order)."""
+    out: dict[str, float] = {}
+    for pid, ev in zip(ctx.pair_ids, read_evals(ctx, "base")):
+        out.setdefault(ctx.pairs[pid].get("base", pid), float(ev["pass_at_1"]))
+    return out
+
+
+def checkpoint_step(ctx: Context, manifest_path: str | os.PathLike, run: Run | None = None) -> int | None:
+    """Training step of a run checkpoint from its manifest (``step``: N or ``"final"``);
+    ``final`` is resolved from the checkpoint's own training record, the run's manifest, or
+    the run's config. None for checkpoints not saved by a run."""
+    m = read_json(ctx.name, manifest_path, "checkpoint manifest")
+    step = m.get("step")
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    if step != "final":
+        return None
+    info = Path(str(m.get("path", ""))) / CKPT_INFO
+    if m.get("path") and info.is_file():
+        try:
+            s = json.loads(info.read_text()).get("step")
+            if isinstance(s, int):
+                return s
+        except json.JSONDecodeError:
+            pass
+    if run is not None and run.steps is not None:
+        return run.steps
+    runs = getattr(ctx, "runs", None) or {}
+    entry = runs.get(m.get("run")) or (next(iter(runs.values())) if len(runs) == 1 else None)
+    if entry and isinstance(entry.get("spec"), dict) and "steps" in entry["spec"]:
+        return int(entry["spec"]["steps"])
+    return None
+
+
+def read_updates(ctx: Context, path: str) -> pd.DataFrame:
+    df = read_csv(ctx.name, path, UPDATE_COLUMNS, "per-tensor updates")
+    for c in ("numel", "changed_eta"):
+        if df[c].isna().any():
+            raise ArtifactInputError(f"{ctx.name}: input file {path} (per-tensor updates) has empty {c!r} values")
+    if int(df["numel"].sum()) <= 0:
+        raise ArtifactInputError(f"{ctx.name}: input file {path} (per-tensor updates) counts no parameters")
+    return df
+
+
+def sparsity(df: pd.DataFrame) -> float:
+    """Update sparsity, 1 − Σ changed_eta / Σ numel, over the rows of ``df`` (NaN if none)."""
+    total = float(df["numel"].sum())
+    return 1.0 - float(df["changed_eta"].sum()) / total if total > 0 else float("nan")
+
+
+def mask_text(run: Run) -> str:
+    return MASK_NAMES.get(run.mask, run.mask)
+
+
+def adapter_text(run: Run) -> str:
+    return ADAPTER_NAMES.get(run.adapter, run.adapter)
+
+
+def lr_text(lr: float) -> str:
+    mant, exp = f"{lr:.0e}".split("e")
+    return f"{lr:g}" if float(f"{mant}e{exp}") != lr else f"{mant}e{int(exp)}"
+
+
+def finite(values) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    return arr[np.isfinite(arr)]
