@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from offprincipal.artifacts import ARTIFACTS
+from offprincipal.artifacts import ARTIFACTS, CHECKPOINT_ONLY
 from offprincipal.config import ConfigError, load, validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def snakemake(*args, cwd=REPO, timeout=600):
 
 @pytest.fixture(scope="module")
 def default_config():
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return yaml.safe_load((REPO / "config" / "synthetic.yaml").read_text())
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_schema_fills_defaults_without_leaking_between_checkpoint_kinds():
     config = load(REPO / "config" / "paper.yaml")
     hub = config["checkpoints"]["deepscaler_1p5b"]
     assert "scale" not in hub and hub["gated"] is False
-    syn = load(REPO / "config" / "config.yaml")["checkpoints"]["syn_rl_1"]
+    syn = load(REPO / "config" / "synthetic.yaml")["checkpoints"]["syn_rl_1"]
     assert "gated" not in syn and syn["step_fraction"] == 1.0
 
 
@@ -65,12 +65,15 @@ def test_paper_catalog_covers_the_papers_public_checkpoints():
     assert v1["revision"] != v2["revision"]
     gated = {c["repo"] for c in ckpts.values() if c.get("gated")}
     assert {"meta-llama/Meta-Llama-3-8B-Instruct", "meta-llama/Llama-3.1-8B"} <= gated
-    assert set(config["artifacts"]) == set(ARTIFACTS)
+    assert set(config["artifacts"]) == set(CHECKPOINT_ONLY)
 
 
-def test_both_configs_render_every_artifact():
-    for path in ("config/config.yaml", "config/paper.yaml"):
-        assert set(load(REPO / path)["artifacts"]) == set(ARTIFACTS), path
+def test_default_config_renders_every_artifact():
+    assert set(load(REPO / "config" / "config.yaml")["artifacts"]) == set(ARTIFACTS)
+
+
+def test_synthetic_config_renders_every_checkpoint_only_artifact():
+    assert set(load(REPO / "config" / "synthetic.yaml")["artifacts"]) == set(CHECKPOINT_ONLY)
 
 
 def test_lint_is_clean():
@@ -78,7 +81,7 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/synthetic.yaml", "config/paper.yaml"])
 def test_dry_run_succeeds(configfile, tmp_path):
     result = snakemake("-n", "--quiet", "rules", f"--configfile={configfile}", "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -92,7 +95,7 @@ def test_paper_dry_run_fetches_hub_checkpoints_and_builds_no_synthetic_ones(tmp_
 
 
 def test_named_target_schedules_only_what_it_needs(tmp_path):
-    result = snakemake("fig4", "-n", "--quiet", "rules", "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "config.yaml"))
+    result = snakemake("fig4", "-n", "--quiet", "rules", "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "synthetic.yaml"))
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "render_figure" in out and "render_table" not in out and "crossrun_jaccard" not in out
@@ -112,13 +115,14 @@ def test_slurm_profile_asks_gpus_for_the_spectral_pass(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_pipeline_end_to_end(tmp_path):
-    """The README's default run: every artifact, then nothing left to do, then a report."""
-    args = ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "config.yaml")]
+def test_synthetic_pipeline_end_to_end(tmp_path):
+    """The synthetic self-check: every checkpoint-only artifact, then nothing left to do, then a report."""
+    args = ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "synthetic.yaml")]
     result = snakemake("--cores", "2", *args, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    config = load(REPO / "config" / "config.yaml")
-    for name, art in ARTIFACTS.items():
+    config = load(REPO / "config" / "synthetic.yaml")
+    for name in CHECKPOINT_ONLY:
+        art = ARTIFACTS[name]
         folder = "figures" if art.kind == "figure" else "tables"
         exts = ("pdf", "png") if art.kind == "figure" else ("csv", "md")
         for ext in exts:
