@@ -404,7 +404,7 @@ def child_reader(a: dict) -> dict:
     from offprincipal.analysis import open_checkpoint
     from offprincipal.checkpoints.reader import iter_pairs
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = nbytes = 0
     with open_checkpoint(a["base"]) as base, open_checkpoint(a["ft"]) as ft:
         touch = _scan_bytes if a.get("scan") else _touch_pages
@@ -413,7 +413,7 @@ def child_reader(a: dict) -> dict:
             touch(tp.ft)
             n += 1
             nbytes += tp.base.numel() * (tp.base_dtype.itemsize + tp.ft_dtype.itemsize)
-    return {"seconds": time.perf_counter() - t0, "tensors": n, "bytes": nbytes}
+    return {"seconds": time.perf_counter() - t0, "call_cpu_s": time.process_time() - c0, "tensors": n, "bytes": nbytes}
 
 
 def child_compare(a: dict) -> dict:
@@ -427,10 +427,10 @@ def child_compare(a: dict) -> dict:
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     table = compare_pair(a["base"], a["ft"], **kw)
     dt = time.perf_counter() - t0
-    res = {"seconds": dt, "tensors": len(table), "numel": int(table["numel"].sum()),
+    res = {"seconds": dt, "call_cpu_s": time.process_time() - c0, "tensors": len(table), "numel": int(table["numel"].sum()),
            "changed_eta": int(table["changed_eta"].sum()), "changed_abs": int(table["changed_abs"].sum())}
     if prof is not None:
         import io
@@ -446,10 +446,10 @@ def child_compare(a: dict) -> dict:
 def child_spectra(a: dict) -> dict:
     from offprincipal.analysis import compute_spectra
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     compute_spectra(a["manifest"], a["out"], kinds=a["kinds"], top_k=a["top_k"], svd_dtype="float64",
                     cast_to_bf16=True, device="cpu")
-    return {"seconds": time.perf_counter() - t0}
+    return {"seconds": time.perf_counter() - t0, "call_cpu_s": time.process_time() - c0}
 
 
 def child_lapack(a: dict) -> dict:
@@ -464,32 +464,39 @@ def child_lapack(a: dict) -> dict:
     for rep in range(a["repeats"]):
         for n, w in mats.items():
             x64 = w.float().numpy().astype(np.float64)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             np.linalg.svd(x64, full_matrices=False)
-            t_np = time.perf_counter() - t0
+            t_np, c_np = time.perf_counter() - t0, time.process_time() - c0
             del x64
             xt = w.to(torch.float64)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             torch.linalg.svd(xt, full_matrices=False)
-            t_t = time.perf_counter() - t0
+            t_t, c_t = time.perf_counter() - t0, time.process_time() - c0
             # the same SVD with LAPACK always seeing a tall matrix (svd of the transpose when
             # m < n; U and V swap roles): what numpy does implicitly for C-ordered input
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if xt.shape[0] < xt.shape[1]:
                 torch.linalg.svd(xt.T, full_matrices=False)
             else:
                 torch.linalg.svd(xt, full_matrices=False)
-            t_tall = time.perf_counter() - t0
+            t_tall, c_tall = time.perf_counter() - t0, time.process_time() - c0
             del xt
-            p = per.setdefault(n, {"shape": list(w.shape), "numpy": [], "torch": [], "torch_tall": []})
+            p = per.setdefault(n, {"shape": list(w.shape), "numpy": [], "torch": [], "torch_tall": [],
+                                   "numpy_cpu": [], "torch_cpu": [], "torch_tall_cpu": []})
             p["numpy"].append(t_np)
             p["torch"].append(t_t)
             p["torch_tall"].append(t_tall)
+            p["numpy_cpu"].append(c_np)
+            p["torch_cpu"].append(c_t)
+            p["torch_tall_cpu"].append(c_tall)
     return {
         "per_matrix": per,
         "numpy_seconds": sum(min(p["numpy"]) for p in per.values()),
         "torch_seconds": sum(min(p["torch"]) for p in per.values()),
         "torch_tall_seconds": sum(min(p["torch_tall"]) for p in per.values()),
+        "numpy_cpu_s": sum(min(p["numpy_cpu"]) for p in per.values()),
+        "torch_cpu_s": sum(min(p["torch_cpu"]) for p in per.values()),
+        "torch_tall_cpu_s": sum(min(p["torch_tall_cpu"]) for p in per.values()),
         "numpy_runs": [sum(p["numpy"][r] for p in per.values()) for r in range(a["repeats"])],
         "torch_runs": [sum(p["torch"][r] for p in per.values()) for r in range(a["repeats"])],
         "numpy_config": _numpy_blas(),
@@ -504,28 +511,27 @@ def child_lapack(a: dict) -> dict:
 PROPOSED_BLOCK = 1 << 22  # elements per block (a multiple of 8)
 
 
-def _proposed_compare_tensor(w0: torch.Tensor, w1: torch.Tensor, eta: float, atol: float, block: int):
+def _proposed_kernel(blocks, n: int, eta: float, atol: float, block: int):
     """η-rule mask bits (packed, little bit order), changed_eta, changed_abs for one pair,
-    in fixed-size blocks: memory O(block), integer-bit finiteness test, count_nonzero."""
+    from an iterator of aligned (base, ft) blocks: memory O(block), integer-bit finiteness
+    test, count_nonzero instead of bool.sum()."""
     import numpy as np
 
     from offprincipal.metrics.sparsity import BF16_MIN_RELATIVE_GAP, abs_mask, update_mask
 
-    n = w0.numel()
-    a, b = w0.reshape(-1), w1.reshape(-1)
     bits = np.empty((n + 7) // 8, dtype=np.uint8)
     c_eta = c_abs = 0
     bs = min(block, n)
     fa, fb = torch.empty(bs), torch.empty(bs)
     m, t16 = torch.empty(bs, dtype=torch.bool), torch.empty(bs, dtype=torch.int16)
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        k = e - s
-        ab, bb = a[s:e].to(torch.bfloat16), b[s:e].to(torch.bfloat16)  # no copy when already bf16
+    s = 0
+    for ab, bb in blocks:
+        k = ab.numel()
+        ab, bb = ab.to(torch.bfloat16), bb.to(torch.bfloat16)  # no copy when already bf16
         ai, bi = ab.view(torch.int16), bb.view(torch.int16)
         o = torch.bitwise_or(ai, bi, out=t16[:k])
-        # exponent bits all ones in either side <=> (a | b) & 0x7F80 == 0x7F80 has no false
-        # negatives; a (rare) false positive only sends the block down the exact reference path
+        # exponent bits all ones in either side => (a | b) & 0x7F80 == 0x7F80 (no false
+        # negatives); a rare false positive only sends the block down the exact reference path
         if eta < BF16_MIN_RELATIVE_GAP and not bool(((o & 0x7F80) == 0x7F80).any()):
             mk = torch.ne(ai, bi, out=m[:k])
             mk &= o.bitwise_and_(0x7FFF) != 0  # +0 vs -0 is not a change
@@ -535,8 +541,63 @@ def _proposed_compare_tensor(w0: torch.Tensor, w1: torch.Tensor, eta: float, ato
             mk = update_mask(ab, bb, eta)
             c_abs += int(torch.count_nonzero(abs_mask(ab, bb, atol)))
         c_eta += int(torch.count_nonzero(mk))
-        bits[s // 8 : (e + 7) // 8] = np.packbits(mk.numpy(), bitorder="little")
+        bits[s // 8 : (s + k + 7) // 8] = np.packbits(mk.numpy(), bitorder="little")
+        s += k
+    assert s == n, (s, n)
     return bits, c_eta, c_abs
+
+
+def _mmap_blocks(w0: torch.Tensor, w1: torch.Tensor, block: int):
+    a, b = w0.reshape(-1), w1.reshape(-1)
+    for s in range(0, a.numel(), block):
+        yield a[s : s + block], b[s : s + block]
+
+
+class _BlockFile:
+    """Reads byte ranges of one safetensors shard with preadv into caller buffers (no mmap)."""
+
+    _DT = {"BF16": torch.bfloat16, "F32": torch.float32, "F16": torch.float16, "F64": torch.float64}
+
+    def __init__(self, path: str):
+        import struct
+
+        self.fd = os.open(path, os.O_RDONLY)
+        (hlen,) = struct.unpack("<Q", os.pread(self.fd, 8, 0))
+        self.header = json.loads(os.pread(self.fd, hlen, 8))
+        self.data0 = 8 + hlen
+
+    def entry(self, key: str):
+        e = self.header[key]
+        return self._DT[e["dtype"]], tuple(e["shape"]), self.data0 + e["data_offsets"][0]
+
+    def read_into(self, buf: torch.Tensor, offset: int) -> None:
+        mv = memoryview(buf.view(torch.uint8).numpy()).cast("B")
+        got = 0
+        while got < len(mv):
+            k = os.preadv(self.fd, [mv[got:]], offset + got)
+            if k <= 0:
+                raise EOFError(f"short read at {offset + got}")
+            got += k
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _pread_blocks(fb: _BlockFile, kb: str, ff: _BlockFile, kf: str, block: int, bufs: dict):
+    """Aligned element blocks of one tensor pair, read with preadv into reused buffers."""
+    (db, shape, ob), (df, _, of) = fb.entry(kb), ff.entry(kf)
+    n = _numel(shape)
+    for s in range(0, n, block):
+        k = min(block, n - s)
+        out = []
+        for side, dt, off in (("b", db, ob), ("f", df, of)):
+            buf = bufs.get((side, dt))
+            if buf is None or buf.numel() < k:
+                buf = bufs[(side, dt)] = torch.empty(block, dtype=dt)
+            v = buf[:k]
+            (fb if side == "b" else ff).read_into(v, off + s * v.element_size())
+            out.append(v)
+        yield out[0], out[1]
 
 
 def child_proposed(a: dict) -> dict:
@@ -544,28 +605,42 @@ def child_proposed(a: dict) -> dict:
 
     import numpy as np
 
-    import offprincipal.checkpoints.reader as reader_mod
     from offprincipal.analysis import open_checkpoint
-    from offprincipal.checkpoints.reader import iter_pairs
+    from offprincipal.checkpoints.reader import pair_names
 
-    if a.get("backend", "pread") != "mmap":  # proposed: Checkpoint._open_shard with backend="pread"
-        orig = reader_mod.safe_open
-        reader_mod.safe_open = lambda *p, **k: orig(*p, backend=a.get("backend", "pread"), **k)
+    block = a.get("block", PROPOSED_BLOCK)
     out = Path(a["out"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows = []
+    files: dict[str, _BlockFile] = {}
+    bufs: dict = {}
     with open_checkpoint(a["base"]) as base, open_checkpoint(a["ft"]) as ft, \
             zipfile.ZipFile(out / "masks.proposed.npz", "w") as zf:
-        for tp in iter_pairs(base, ft, dtype=None, device="cpu"):  # the bf16 cast happens per block
-            bits, ce, ca = _proposed_compare_tensor(tp.base, tp.ft, 1e-3, 1e-5, a.get("block", PROPOSED_BLOCK))
-            for key, arr in (("bits::" + tp.name, bits),
-                             ("shape::" + tp.name, np.asarray(tuple(tp.base.shape), dtype=np.int64))):
+        for name, bn, fn in pair_names(base, ft):
+            shape = base.shape(bn)
+            n = _numel(shape)
+            if a.get("backend") == "mmap":  # blocked kernel over the current reader's mmap'd tensors
+                blocks = _mmap_blocks(base.load(bn), ft.load(fn), block)
+            else:  # flat-memory reader: row blocks read with preadv (dense tensors only)
+                src_b, src_f = base._sources[bn], ft._sources[fn]  # prototype: private access
+                if src_b.expert is not None or src_f.expert is not None:
+                    raise NotImplementedError("prototype reader handles dense tensors only")
+                pb, pf = str(base.path / src_b.file), str(ft.path / src_f.file)
+                for pth in (pb, pf):
+                    if pth not in files:
+                        files[pth] = _BlockFile(pth)
+                blocks = _pread_blocks(files[pb], src_b.key, files[pf], src_f.key, block, bufs)
+            bits, ce, ca = _proposed_kernel(blocks, n, 1e-3, 1e-5, block)
+            for key, arr in (("bits::" + name, bits), ("shape::" + name, np.asarray(shape, dtype=np.int64))):
                 with zf.open(key + ".npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, arr, allow_pickle=False)
-            rows.append([tp.name, ce, ca, tp.base.numel()])
+            rows.append([name, ce, ca, n])
+    for f in files.values():
+        f.close()
     dt = time.perf_counter() - t0
-    return {"seconds": dt, "rows": rows, "tensors": len(rows), "numel": sum(r[3] for r in rows),
-            "changed_eta": sum(r[1] for r in rows), "changed_abs": sum(r[2] for r in rows)}
+    return {"seconds": dt, "call_cpu_s": time.process_time() - c0, "rows": rows, "tensors": len(rows),
+            "numel": sum(r[3] for r in rows), "changed_eta": sum(r[1] for r in rows),
+            "changed_abs": sum(r[2] for r in rows)}
 
 
 def verify_proposed(out: Path, rows: list) -> str:
@@ -848,7 +923,7 @@ def bench_sparsity(pair: dict, args, log) -> dict:
                     if v == "cat":
                         with ForeignLoad() as ld:
                             sec = cat_read(files)
-                        r = {"seconds": sec, "cpu_s": ld.own, "other_load": ld.share()}
+                        r = {"seconds": sec, "cpu_s": ld.own, "call_cpu_s": ld.own, "other_load": ld.share()}
                     elif v in ("reader", "scan"):
                         r = run_child("reader", {**man, "scan": v == "scan"}, sample, args.threads)
                     elif v == "compare":
@@ -863,7 +938,7 @@ def bench_sparsity(pair: dict, args, log) -> dict:
 
                 r = _timed(one, args, log)
                 runs.append(r)
-                log(f"  sparsity {v:8s} {cache}: {r['seconds']:.2f}s (cpu {r.get('cpu_s', 0):.1f}s, other load "
+                log(f"  sparsity {v:8s} {cache}: {r['seconds']:.2f}s (cpu {r.get('call_cpu_s', 0):.1f}s, other load "
                     f"{r['other_load']:.0%})"
                     + (f", peak RSS {_fmt_b(r['ru_maxrss'])} (anon {_fmt_b(r['sampled_peak']['RssAnon'])},"
                        f" file {_fmt_b(r['sampled_peak']['RssFile'])})" if "ru_maxrss" in r else "")
@@ -908,7 +983,7 @@ def bench_sparsity(pair: dict, args, log) -> dict:
 def _summarise(runs: list[dict], nbytes: int) -> dict:
     best = min(runs, key=lambda r: r["seconds"])
     s = {"seconds": best["seconds"], "runs": [r["seconds"] for r in runs], "gb_per_s": nbytes / GB / best["seconds"],
-         "cpu_s": best.get("cpu_s"), "other_load": best["other_load"],
+         "cpu_s": min(r.get("call_cpu_s", r.get("cpu_s", 0.0)) for r in runs), "other_load": best["other_load"],
          "other_load_runs": [r["other_load"] for r in runs], "cached_before": [r.get("cached_before") for r in runs]}
     if "ru_maxrss" in best:
         s["peak_rss"] = max(r["ru_maxrss"] for r in runs)
@@ -930,6 +1005,9 @@ def _proc_meminfo(key: str) -> int | None:
     except OSError:
         pass
     return None
+
+
+_SVD_KEYS = ("numpy", "torch", "torch_tall", "numpy_cpu", "torch_cpu", "torch_tall_cpu")
 
 
 def bench_spectral(pair: dict, spec: ModelSpec, args, log) -> dict:
@@ -962,26 +1040,32 @@ def bench_spectral(pair: dict, spec: ModelSpec, args, log) -> dict:
     per = {}
     for lap in laps:
         for n, p in lap["per_matrix"].items():
-            q = per.setdefault(n, {"shape": p["shape"], "numpy": [], "torch": [], "torch_tall": []})
-            for k in ("numpy", "torch", "torch_tall"):
+            q = per.setdefault(n, {"shape": p["shape"], **{k: [] for k in _SVD_KEYS}})
+            for k in _SVD_KEYS:
                 q[k] += p[k]
-    bare = {k: sum(min(p[k]) for p in per.values()) for k in ("numpy", "torch", "torch_tall")}
+    bare = {k: sum(min(p[k]) for p in per.values()) for k in _SVD_KEYS}
+    cs_cpu = min(r["call_cpu_s"] for r in runs)
     res = {
         "layers": list(layers), "kinds": kinds, "top_k": args.top_k, "matrices": {n: list(s) for n, s in shapes.items()},
         "largest_matrix_fp64_bytes": largest,
-        "compute_spectra": {"seconds": best["seconds"], "runs": [r["seconds"] for r in runs],
+        "compute_spectra": {"seconds": best["seconds"], "runs": [r["seconds"] for r in runs], "cpu_s": cs_cpu,
                             "other_load_runs": [r["other_load"] for r in runs],
                             "peak_rss": max(r["ru_maxrss"] for r in runs),
                             "peak_anon": max(r["sampled_peak"]["RssAnon"] for r in runs),
                             "start_rss": best["start_status"].get("VmRSS")},
-        "numpy_svd": {"seconds": bare["numpy"], "runs": [l["numpy_seconds"] for l in laps], "lapack": laps[0]["numpy_config"]},
-        "torch_svd": {"seconds": bare["torch"], "runs": [l["torch_seconds"] for l in laps]},
-        "torch_svd_tall": {"seconds": bare["torch_tall"], "runs": [l["torch_tall_seconds"] for l in laps]},
+        "numpy_svd": {"seconds": bare["numpy"], "cpu_s": bare["numpy_cpu"], "runs": [l["numpy_seconds"] for l in laps],
+                      "lapack": laps[0]["numpy_config"]},
+        "torch_svd": {"seconds": bare["torch"], "cpu_s": bare["torch_cpu"], "runs": [l["torch_seconds"] for l in laps]},
+        "torch_svd_tall": {"seconds": bare["torch_tall"], "cpu_s": bare["torch_tall_cpu"],
+                           "runs": [l["torch_tall_seconds"] for l in laps]},
         "bare_other_load_runs": [l["other_load"] for l in laps],
         "per_matrix": per,
         "overhead_vs_numpy": best["seconds"] / bare["numpy"] - 1,
         "overhead_vs_torch": best["seconds"] / bare["torch"] - 1,
         "overhead_vs_torch_tall": best["seconds"] / bare["torch_tall"] - 1,
+        "cpu_overhead_vs_numpy": cs_cpu / bare["numpy_cpu"] - 1,
+        "cpu_overhead_vs_torch": cs_cpu / bare["torch_cpu"] - 1,
+        "cpu_overhead_vs_torch_tall": cs_cpu / bare["torch_tall_cpu"] - 1,
     }
     if args.rss_check:
         nxt = max(layers) + 1 if max(layers) + 1 < spec.layers else min(layers) - 1
@@ -1013,7 +1097,7 @@ def print_report(rep: dict) -> None:
           f"(LAPACK {m['torch_lapack']}), numpy {m['numpy']} ({m['numpy_lapack']}), disk free "
           f"{m['disk_free_bytes'] / GB:.0f} GB; checkpoints: base {rep['checkpoint_bytes']['base'] / GB:.2f} GB in "
           f"{rep['shards']['base']} shards, ft {rep['checkpoint_bytes']['ft'] / GB:.2f} GB in {rep['shards']['ft']} shards")
-    print("wall = minimum over runs; other% = share of the CPUs used by other processes during that run")
+    print("wall = minimum over runs; cpu = CPU seconds of the timed call (min over runs); other% = share of the CPUs used by other processes during the run with the minimum wall")
     sp = rep.get("sparsity")
     if sp:
         dc = sp["drop_caches"]
@@ -1026,7 +1110,7 @@ def print_report(rep: dict) -> None:
         print("-" * len(hdr))
         label = {"cat": "sequential file read (64 MiB chunks)", "reader": "reader only: iter_pairs + touch pages",
                  "scan": "reader only: iter_pairs + read bytes", "compare": "compare_pair",
-                 "proposed": "PROTOTYPE fix: blocked kernel + pread", "proposed-mmap": "PROTOTYPE fix: blocked kernel, mmap"}
+                 "proposed": "PROTOTYPE: blocked kernel + preadv blocks", "proposed-mmap": "PROTOTYPE: blocked kernel on mmap"}
         for r in sp["rows"]:
             g = lambda k: _fmt_b(r.get(k)).replace(" GiB", "G")  # noqa: E731
             print(f"{label[r['variant']]:38s} {r['cache']:5s} {r['seconds']:7.2f} {r['gb_per_s']:6.2f} "
@@ -1060,20 +1144,23 @@ def print_report(rep: dict) -> None:
         cs = spc["compute_spectra"]
         print(f"\n(b) spectral pass: layers {spc['layers']}, kinds {','.join(spc['kinds'])}, top_k {spc['top_k']}, fp64, "
               f"{len(spc['matrices'])} matrices; largest matrix in fp64 {spc['largest_matrix_fp64_bytes'] / MiB:.0f} MiB")
-        hdr = f"{'what':48s} {'wall s':>7s} {'peak RSS':>9s} {'anon':>9s}  all runs (s) [other%]"
+        hdr = f"{'what':48s} {'wall s':>7s} {'cpu s':>7s} {'peak RSS':>9s} {'anon':>9s}  all runs (s) [other%]"
         print(hdr)
         print("-" * len(hdr))
-        print(f"{'compute_spectra (child process, incl. I/O)':48s} {cs['seconds']:7.2f} "
+        print(f"{'compute_spectra (child process, incl. I/O)':48s} {cs['seconds']:7.2f} {cs['cpu_s']:7.1f} "
               f"{_fmt_b(cs['peak_rss']).replace(' GiB', 'G'):>9s} {_fmt_b(cs['peak_anon']).replace(' GiB', 'G'):>9s}  "
               f"{_runs(cs['runs'])} [{', '.join(f'{x:.0%}' for x in cs['other_load_runs'])}]")
         ol = f" [{', '.join(f'{x:.0%}' for x in spc['bare_other_load_runs'])}]"
         for key, lbl in (("numpy_svd", f"numpy.linalg.svd ({spc['numpy_svd']['lapack']})"),
                          ("torch_svd", "torch.linalg.svd (as compute_spectra calls it)"),
                          ("torch_svd_tall", "torch.linalg.svd, wide ones transposed to tall")):
-            print(f"{lbl:48s} {spc[key]['seconds']:7.2f} {'':>9s} {'':>9s}  {_runs(spc[key]['runs'])}{ol}")
+            print(f"{lbl:48s} {spc[key]['seconds']:7.2f} {spc[key]['cpu_s']:7.1f} {'':>9s} {'':>9s}  "
+                  f"{_runs(spc[key]['runs'])}{ol}")
         print(f"overhead = compute_spectra / bare SVD - 1: vs numpy {spc['overhead_vs_numpy'] * 100:+.0f}%, vs torch "
               f"{spc['overhead_vs_torch'] * 100:+.0f}%, vs torch-tall {spc['overhead_vs_torch_tall'] * 100:+.0f}% "
               f"(target: within +15%)")
+        print(f"same in CPU time: vs numpy {spc['cpu_overhead_vs_numpy'] * 100:+.0f}%, vs torch "
+              f"{spc['cpu_overhead_vs_torch'] * 100:+.0f}%, vs torch-tall {spc['cpu_overhead_vs_torch_tall'] * 100:+.0f}%")
         print("per matrix (min over runs):")
         for n, p in spc["per_matrix"].items():
             print(f"   {n:42s} {'x'.join(map(str, p['shape'])):>11s}  numpy {min(p['numpy']):7.2f}s  torch "
