@@ -24,10 +24,11 @@
 
 Every timing runs ``--repeats`` times (default 2) and the minimum is reported. Each child
 gets ``--threads`` (default 2) threads: ``OMP/OPENBLAS/MKL_NUM_THREADS`` and
-``torch.set_num_threads``. Peak RSS is the child's own ``ru_maxrss`` (VmHWM); because
-safetensors memory-maps shards, RSS includes file-backed pages, so peak anonymous
-(``RssAnon``) and file-backed (``RssFile``) memory are also sampled from ``/proc`` every
-``--sample-ms`` and reported separately.
+``torch.set_num_threads``. Peak RSS is the child's own ``VmHWM`` (not ``ru_maxrss``: a
+vfork+exec'd child inherits the parent's high-water mark there); because safetensors
+memory-maps shards, RSS includes file-backed pages, so peak anonymous (``RssAnon``) and
+file-backed (``RssFile``) memory are also sampled from ``/proc`` every ``--sample-ms`` and
+reported separately.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ MiB = 2**20
 RESULT_TAG = "@@BENCH_RESULT@@ "
 PERTURB_FRACTION = 0.4  # share of entries moved by one bf16 ULP
 FP32_NOISE = 2.0**-10  # relative noise of the fp32 fine-tuned side, < half a bf16 ULP
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 ALL_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
@@ -183,7 +184,10 @@ CHUNK = 1 << 24  # elements generated at a time (bounded memory)
 
 def make_tensor(name: str, shape, seed: int, ft_dtype: torch.dtype | None):
     """(base bf16, ft bf16-or-fp32) for one tensor; deterministic in (name, seed)."""
+    # independent streams, so the base values do not depend on what the ft side draws
     gen = torch.Generator().manual_seed(_name_seed(name, seed))
+    gen_step = torch.Generator().manual_seed(_name_seed(name, seed + 1))
+    gen_noise = torch.Generator().manual_seed(_name_seed(name, seed + 2))
     n = _numel(shape)
     is_norm = name.endswith("norm.weight")
     base = torch.empty(n, dtype=torch.bfloat16)
@@ -201,7 +205,7 @@ def make_tensor(name: str, shape, seed: int, ft_dtype: torch.dtype | None):
         if ft is None:
             continue
         # one random byte per entry: < cut -> changed; low bit -> direction (±1 ULP)
-        r = torch.randint(-(2**63), 2**63 - 1, ((e - s + 7) // 8,), dtype=torch.int64, generator=gen).view(torch.uint8)[: e - s]
+        r = torch.randint(-(2**63), 2**63 - 1, ((e - s + 7) // 8,), dtype=torch.int64, generator=gen_step).view(torch.uint8)[: e - s]
         changed = r < cut
         bits = base[s:e].view(torch.int16)
         # down one ULP only where |w| > 0: ±0 minus one would wrap to a NaN bit pattern
@@ -211,7 +215,7 @@ def make_tensor(name: str, shape, seed: int, ft_dtype: torch.dtype | None):
         if ft_dtype == torch.bfloat16:
             ft[s:e].copy_(ftb)
         else:  # fp32 with noise below half a bf16 ULP: rounds back to ftb
-            noise = torch.rand(e - s, generator=gen).mul_(2 * FP32_NOISE).sub_(FP32_NOISE).add_(1.0)
+            noise = torch.rand(e - s, generator=gen_noise).mul_(2 * FP32_NOISE).sub_(FP32_NOISE).add_(1.0)
             ft[s:e].copy_(ftb.float().mul_(noise))
     return base.view(shape), (ft.view(shape) if ft is not None else None)
 
@@ -570,6 +574,12 @@ class _BlockFile:
         e = self.header[key]
         return self._DT[e["dtype"]], tuple(e["shape"]), self.data0 + e["data_offsets"][0]
 
+    def willneed(self, key: str) -> None:
+        """Ask the kernel to read a tensor's bytes ahead (asynchronous readahead)."""
+        e = self.header[key]
+        a, b = e["data_offsets"]
+        os.posix_fadvise(self.fd, self.data0 + a, b - a, os.POSIX_FADV_WILLNEED)
+
     def read_into(self, buf: torch.Tensor, offset: int) -> None:
         mv = memoryview(buf.view(torch.uint8).numpy()).cast("B")
         got = 0
@@ -616,20 +626,29 @@ def child_proposed(a: dict) -> dict:
     bufs: dict = {}
     with open_checkpoint(a["base"]) as base, open_checkpoint(a["ft"]) as ft, \
             zipfile.ZipFile(out / "masks.proposed.npz", "w") as zf:
-        for name, bn, fn in pair_names(base, ft):
+        plan = pair_names(base, ft)
+
+        def _bf(ck, logical):  # prototype: private access to where a tensor lives
+            src = ck._sources[logical]
+            if src.expert is not None:
+                raise NotImplementedError("prototype reader handles dense tensors only")
+            pth = str(ck.path / src.file)
+            if pth not in files:
+                files[pth] = _BlockFile(pth)
+            return files[pth], src.key
+
+        for i, (name, bn, fn) in enumerate(plan):
             shape = base.shape(bn)
+            if a.get("backend") != "mmap" and a.get("prefetch", True) and i + 1 < len(plan):
+                for ck, lg in ((base, plan[i + 1][1]), (ft, plan[i + 1][2])):  # overlap next I/O with this compute
+                    f_, k_ = _bf(ck, lg)
+                    f_.willneed(k_)
             n = _numel(shape)
             if a.get("backend") == "mmap":  # blocked kernel over the current reader's mmap'd tensors
                 blocks = _mmap_blocks(base.load(bn), ft.load(fn), block)
-            else:  # flat-memory reader: row blocks read with preadv (dense tensors only)
-                src_b, src_f = base._sources[bn], ft._sources[fn]  # prototype: private access
-                if src_b.expert is not None or src_f.expert is not None:
-                    raise NotImplementedError("prototype reader handles dense tensors only")
-                pb, pf = str(base.path / src_b.file), str(ft.path / src_f.file)
-                for pth in (pb, pf):
-                    if pth not in files:
-                        files[pth] = _BlockFile(pth)
-                blocks = _pread_blocks(files[pb], src_b.key, files[pf], src_f.key, block, bufs)
+            else:  # flat-memory reader: blocks read with preadv (dense tensors only)
+                (fb_, kb_), (ff_, kf_) = _bf(base, bn), _bf(ft, fn)
+                blocks = _pread_blocks(fb_, kb_, ff_, kf_, block, bufs)
             bits, ce, ca = _proposed_kernel(blocks, n, 1e-3, 1e-5, block)
             for key, arr in (("bits::" + name, bits), ("shape::" + name, np.asarray(shape, dtype=np.int64))):
                 with zf.open(key + ".npy", "w", force_zip64=True) as fh:
@@ -671,7 +690,10 @@ def child_main(task: str, args_json: str) -> None:
     start = _proc_status()
     res = CHILD_TASKS[task](json.loads(args_json))
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    # ru_maxrss of a vfork+exec'd child includes the parent's high-water mark at exec time;
+    # VmHWM belongs to the child's own (post-exec) address space
     res["ru_maxrss"] = ru.ru_maxrss * 1024
+    res["vm_hwm"] = _proc_status().get("VmHWM", res["ru_maxrss"])
     res["cpu_s"] = ru.ru_utime + ru.ru_stime  # whole child (imports included)
     res["user_s"], res["sys_s"] = ru.ru_utime, ru.ru_stime
     res["start_status"] = start
@@ -940,7 +962,7 @@ def bench_sparsity(pair: dict, args, log) -> dict:
                 runs.append(r)
                 log(f"  sparsity {v:8s} {cache}: {r['seconds']:.2f}s (cpu {r.get('call_cpu_s', 0):.1f}s, other load "
                     f"{r['other_load']:.0%})"
-                    + (f", peak RSS {_fmt_b(r['ru_maxrss'])} (anon {_fmt_b(r['sampled_peak']['RssAnon'])},"
+                    + (f", peak RSS {_fmt_b(r['vm_hwm'])} (anon {_fmt_b(r['sampled_peak']['RssAnon'])},"
                        f" file {_fmt_b(r['sampled_peak']['RssFile'])})" if "ru_maxrss" in r else "")
                     + (f"; vs compare_pair: {r['check']}" if "check" in r else ""))
             if runs:
@@ -986,7 +1008,7 @@ def _summarise(runs: list[dict], nbytes: int) -> dict:
          "cpu_s": min(r.get("call_cpu_s", r.get("cpu_s", 0.0)) for r in runs), "other_load": best["other_load"],
          "other_load_runs": [r["other_load"] for r in runs], "cached_before": [r.get("cached_before") for r in runs]}
     if "ru_maxrss" in best:
-        s["peak_rss"] = max(r["ru_maxrss"] for r in runs)
+        s["peak_rss"] = max(r["vm_hwm"] for r in runs)
         s["peak_anon"] = max(r["sampled_peak"]["RssAnon"] for r in runs)
         s["peak_file"] = max(r["sampled_peak"]["RssFile"] for r in runs)
         s["start_rss"] = best["start_status"].get("VmRSS")
@@ -1030,7 +1052,7 @@ def bench_spectral(pair: dict, spec: ModelSpec, args, log) -> dict:
                                                  "top_k": args.top_k}, sample, args.threads), args, log)
         runs.append(r)
         log(f"  compute_spectra {len(names)} matrices: {r['seconds']:.2f}s (other load {r['other_load']:.0%}),"
-            f" peak RSS {_fmt_b(r['ru_maxrss'])} (anon {_fmt_b(r['sampled_peak']['RssAnon'])})")
+            f" peak RSS {_fmt_b(r['vm_hwm'])} (anon {_fmt_b(r['sampled_peak']['RssAnon'])})")
         lap = _timed(lambda: run_child("lapack", {"manifest": sub["manifest"], "kinds": kinds, "repeats": 1},
                                        sample, args.threads), args, log)
         laps.append(lap)
@@ -1050,7 +1072,7 @@ def bench_spectral(pair: dict, spec: ModelSpec, args, log) -> dict:
         "largest_matrix_fp64_bytes": largest,
         "compute_spectra": {"seconds": best["seconds"], "runs": [r["seconds"] for r in runs], "cpu_s": cs_cpu,
                             "other_load_runs": [r["other_load"] for r in runs],
-                            "peak_rss": max(r["ru_maxrss"] for r in runs),
+                            "peak_rss": max(r["vm_hwm"] for r in runs),
                             "peak_anon": max(r["sampled_peak"]["RssAnon"] for r in runs),
                             "start_rss": best["start_status"].get("VmRSS")},
         "numpy_svd": {"seconds": bare["numpy"], "cpu_s": bare["numpy_cpu"], "runs": [l["numpy_seconds"] for l in laps],
@@ -1074,8 +1096,8 @@ def bench_spectral(pair: dict, spec: ModelSpec, args, log) -> dict:
         out2 = root / "results" / f"{args.model}-spectra-L{'-'.join(map(str, two))}.safetensors"
         r2 = _timed(lambda: run_child("spectra", {"manifest": sub2["manifest"], "out": str(out2), "kinds": kinds,
                                                   "top_k": args.top_k}, sample, args.threads), args, log)
-        log(f"  compute_spectra 2 blocks {two}: {r2['seconds']:.2f}s, peak RSS {_fmt_b(r2['ru_maxrss'])}")
-        res["two_blocks"] = {"layers": list(two), "seconds": r2["seconds"], "peak_rss": r2["ru_maxrss"],
+        log(f"  compute_spectra 2 blocks {two}: {r2['seconds']:.2f}s, peak RSS {_fmt_b(r2['vm_hwm'])}")
+        res["two_blocks"] = {"layers": list(two), "seconds": r2["seconds"], "peak_rss": r2["vm_hwm"],
                              "peak_anon": r2["sampled_peak"]["RssAnon"], "start_rss": r2["start_status"].get("VmRSS"),
                              "other_load": r2["other_load"]}
     return res
