@@ -19,6 +19,8 @@ world (or, later, verl runs) render them.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -211,3 +213,58 @@ CHECKPOINT_ONLY = ("table1", "table2", "fig1c", "fig2", "fig4", "fig5", "fig7", 
 def outputs(name: str) -> tuple[str, str]:
     """File suffixes of an artifact: figures as PDF and PNG, tables as CSV and Markdown."""
     return ("pdf", "png") if ARTIFACTS[name].kind == "figure" else ("csv", "md")
+
+
+def artifact_inputs(
+    name: str, spec: Mapping, *, pairs: Mapping, checkpoints: Mapping, results: str | os.PathLike
+) -> dict[str, list[str]]:
+    """Files artifact ``name`` reads, as named lists of paths ordered like ``spec["pairs"]``.
+
+    ``spec`` is the artifact's config entry, ``pairs`` and ``checkpoints`` the config sections
+    of those names, and ``results`` the folder the workflow writes this config's files to.
+    Keys and paths are the ones the workflow's rules produce and the renderers read.
+    """
+    pids = spec["pairs"]
+    base = [pairs[p]["base"] for p in pids]
+    finetuned = [pairs[p]["finetuned"] for p in pids]
+    needs = ARTIFACTS[name].needs
+
+    def per_pair(file: str) -> list[str]:
+        return [f"{results}/pairs/{p}/{file}" for p in pids]
+
+    def per_checkpoint(folder: str, suffix: str, ckpts: list[str]) -> list[str]:
+        return [f"{results}/{folder}/{c}{suffix}" for c in ckpts]
+
+    inputs: dict[str, list[str]] = {}
+    if "updates" in needs:
+        inputs["updates"] = per_pair("updates.csv")
+    if "geometry" in needs:
+        inputs["geometry"] = per_pair("geometry.csv")
+        inputs["angles"] = per_pair("angles.csv")
+    if "masks" in needs:
+        inputs["masks"] = per_pair("masks.npz")
+    if "spectra" in needs:
+        inputs["base_spectra"] = per_checkpoint("spectra", ".safetensors", base)
+        inputs["ft_spectra"] = per_checkpoint("spectra", ".safetensors", finetuned)
+    if "jaccard" in needs:
+        inputs["jaccard"] = [f"{results}/crossrun/{name}.csv"]
+    if "manifests" in needs:
+        inputs["base_manifests"] = per_checkpoint("checkpoints", ".json", base)
+        inputs["ft_manifests"] = per_checkpoint("checkpoints", ".json", finetuned)
+    if "runlog" in needs:
+        inputs["runs"] = [f"{results}/runs/{_run_of(name, c, checkpoints)}" for c in finetuned]
+    if "eval" in needs:
+        inputs["base_eval"] = per_checkpoint("eval", ".json", base)
+        inputs["ft_eval"] = per_checkpoint("eval", ".json", finetuned)
+    return inputs
+
+
+def _run_of(name: str, ckpt: str, checkpoints: Mapping) -> str:
+    """The training run that saved ``ckpt``, which artifact ``name`` reads the log of."""
+    spec = checkpoints[ckpt]
+    if spec["source"] != "run":
+        raise ValueError(
+            f"artifact '{name}' reads training logs, but checkpoint '{ckpt}' is of source "
+            f"'{spec['source']}', not saved by a run"
+        )
+    return spec["run"]

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, cross_run_jaccard, pair_geometry
-from offprincipal.artifacts import ARTIFACTS, CHECKPOINT_ONLY, outputs
+from offprincipal.artifacts import ARTIFACTS, CHECKPOINT_ONLY, artifact_inputs, outputs
 from offprincipal.checkpoints.synthetic import build_base, build_variant
 from offprincipal.figures.common import ArtifactInputError, pooled_overlap
 from offprincipal.io import write_json
@@ -82,26 +82,14 @@ def world(tmp_path_factory):
         "fig17": {"pairs": ["base__rl3", "base__sft"], "tensors": ["model.layers.0.self_attn.o_proj.weight"]},
         "fig18": {"pairs": ["base__rl1", "base__sft"]},
     }
-    return {"root": root, "ckpts": ckpts, "pairs": pairs, "specs": specs}
+    checkpoints = {n: {"source": "synthetic"} for n in names}
+    return {"root": root, "ckpts": ckpts, "pairs": pairs, "checkpoints": checkpoints, "specs": specs}
 
 
 def inputs_for(world, name):
-    """The same named lists as workflow/rules/common.smk:artifact_inputs."""
-    root, pids = world["root"], world["specs"][name]["pairs"]
-    needs, out = ARTIFACTS[name].needs, {}
-    if "updates" in needs:
-        out["updates"] = [str(root / "pairs" / p / "updates.csv") for p in pids]
-    if "geometry" in needs:
-        out["geometry"] = [str(root / "pairs" / p / "geometry.csv") for p in pids]
-        out["angles"] = [str(root / "pairs" / p / "angles.csv") for p in pids]
-    if "masks" in needs:
-        out["masks"] = [str(root / "pairs" / p / "masks.npz") for p in pids]
-    if "spectra" in needs:
-        out["base_spectra"] = [str(root / "spectra" / f"{world['pairs'][p]['base']}.safetensors") for p in pids]
-        out["ft_spectra"] = [str(root / "spectra" / f"{world['pairs'][p]['finetuned']}.safetensors") for p in pids]
-    if "jaccard" in needs:
-        out["jaccard"] = [str(root / "crossrun" / f"{name}.csv")]
-    return out
+    """The workflow's inputs of ``name``, with the fixture's root as the results folder."""
+    return artifact_inputs(name, world["specs"][name], pairs=world["pairs"], checkpoints=world["checkpoints"],
+                           results=world["root"])
 
 
 def render(world, name, out_dir, inputs=None, spec=None):

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, pair_geometry
-from offprincipal.artifacts import ARTIFACTS, outputs
+from offprincipal.artifacts import ARTIFACTS, artifact_inputs, outputs
 from offprincipal.figures.common import ArtifactInputError
 from offprincipal.figures.intervention import intervened_overlap
 from offprincipal.figures.rowcol import _checkpoints
@@ -100,6 +100,7 @@ def world(tmp_path_factory):
                                     {"layer": 1, "rotate": True, "seed": 2}])
     rows = training_rows(data, TASK, "dapo")
     runs_cfg, pairs = {}, {}
+    checkpoints = {"base": {"source": "toy_base"}, "int": {"source": "intervened", "from": "base"}}
     for rid, (base, extra) in RUNS.items():
         spec = RunSpec(**{**COMMON, **extra})
         train(spec, ckpts / base, root / "runs" / rid, train_data=rows, reward_fn=digit_share, threads=1)
@@ -107,6 +108,7 @@ def world(tmp_path_factory):
         for step in [*spec.save_steps, "final"]:
             ck = f"{rid}_{'final' if step == 'final' else f's{step}'}"
             run_checkpoint(ck, root / "runs" / rid, step, man / f"{ck}.json")
+            checkpoints[ck] = {"source": "run", "run": rid, "step": step}
             pid = f"{base}__{ck}"
             pairs[pid] = dict(base=base, finetuned=ck, kind="rl", algorithm="DAPO", data=TASK,
                               label=f"{rid} ({'final' if step == 'final' else f'step {step}'})", run=rid)
@@ -138,30 +140,14 @@ def world(tmp_path_factory):
         "table4": {"pairs": ["base__dense_final", "base__principal_final", "base__safe_final"]},
         "table5": {"pairs": ["base__dense_s2", "base__principal_s2", "base__safe_s2"]},
     }
-    return {"root": root, "ckpts": ckpts, "pairs": pairs, "runs": runs_cfg, "specs": specs, "evals": evals}
+    return {"root": root, "ckpts": ckpts, "pairs": pairs, "checkpoints": checkpoints, "runs": runs_cfg, "specs": specs,
+            "evals": evals}
 
 
 def inputs_for(world, name, pids=None):
-    """The same named lists as workflow/rules/common.smk:artifact_inputs."""
-    root, pairs = world["root"], world["pairs"]
-    pids = pids or world["specs"][name]["pairs"]
-    needs, out = ARTIFACTS[name].needs, {}
-    if "updates" in needs:
-        out["updates"] = [str(root / "pairs" / p / "updates.csv") for p in pids]
-    if "geometry" in needs:
-        out["geometry"] = [str(root / "pairs" / p / "geometry.csv") for p in pids]
-        out["angles"] = [str(root / "pairs" / p / "angles.csv") for p in pids]
-    if "masks" in needs:
-        out["masks"] = [str(root / "pairs" / p / "masks.npz") for p in pids]
-    if "manifests" in needs:
-        out["base_manifests"] = [str(root / "checkpoints" / f"{pairs[p]['base']}.json") for p in pids]
-        out["ft_manifests"] = [str(root / "checkpoints" / f"{pairs[p]['finetuned']}.json") for p in pids]
-    if "runlog" in needs:
-        out["runs"] = [str(root / "runs" / pairs[p]["run"]) for p in pids]
-    if "eval" in needs:
-        out["base_eval"] = [str(root / "eval" / f"{pairs[p]['base']}.json") for p in pids]
-        out["ft_eval"] = [str(root / "eval" / f"{pairs[p]['finetuned']}.json") for p in pids]
-    return out
+    """The workflow's inputs of ``name`` (over ``pids`` if given), with the fixture's root as the results folder."""
+    spec = {"pairs": pids} if pids else world["specs"][name]
+    return artifact_inputs(name, spec, pairs=world["pairs"], checkpoints=world["checkpoints"], results=world["root"])
 
 
 def render(world, name, out_dir, inputs=None, spec=None):

@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from offprincipal.artifacts import ARTIFACTS, outputs
+from offprincipal.artifacts import ARTIFACTS, artifact_inputs, outputs
 from offprincipal.config import check_references
 
 validate(config, "../schemas/config.schema.yaml")
@@ -112,40 +112,23 @@ def crossrun_masks(wildcards):
     ]
 
 
-def artifact_inputs(name):
-    """Files an artifact reads, as named lists ordered like its config `pairs`."""
-    pairs = ARTIFACT_SPECS[name]["pairs"]
-    needs = ARTIFACTS[name].needs
-    inputs = {}
-    if "updates" in needs:
-        inputs["updates"] = [pair_file(p, "updates.csv") for p in pairs]
-    if "geometry" in needs:
-        inputs["geometry"] = [pair_file(p, "geometry.csv") for p in pairs]
-        inputs["angles"] = [pair_file(p, "angles.csv") for p in pairs]
-    if "masks" in needs:
-        inputs["masks"] = [pair_file(p, "masks.npz") for p in pairs]
-    if "spectra" in needs:
-        inputs["base_spectra"] = [spectra(PAIRS[p]["base"]) for p in pairs]
-        inputs["ft_spectra"] = [spectra(PAIRS[p]["finetuned"]) for p in pairs]
-    if "jaccard" in needs:
-        inputs["jaccard"] = [f"{RESULTS}/crossrun/{name}.csv"]
-    if "manifests" in needs:
-        inputs["base_manifests"] = [manifest(PAIRS[p]["base"]) for p in pairs]
-        inputs["ft_manifests"] = [manifest(PAIRS[p]["finetuned"]) for p in pairs]
-    if "runlog" in needs:
-        inputs["runs"] = [run_dir(run_of(PAIRS[p]["finetuned"])) for p in pairs]
-    if "eval" in needs:
-        inputs["base_eval"] = [f"{RESULTS}/eval/{PAIRS[p]['base']}.json" for p in pairs]
-        inputs["ft_eval"] = [f"{RESULTS}/eval/{PAIRS[p]['finetuned']}.json" for p in pairs]
-    return inputs
+def inputs_of(name):
+    """Files an artifact reads under this config: offprincipal.artifacts.artifact_inputs."""
+    return artifact_inputs(
+        name,
+        ARTIFACT_SPECS[name],
+        pairs=PAIRS,
+        checkpoints=CHECKPOINTS,
+        results=RESULTS,
+    )
 
 
 def figure_inputs(wildcards):
-    return artifact_inputs(wildcards.figure)
+    return inputs_of(wildcards.figure)
 
 
 def table_inputs(wildcards):
-    return artifact_inputs(wildcards.table)
+    return inputs_of(wildcards.table)
 
 
 def artifact_params(name):

@@ -1,0 +1,38 @@
+"""offprincipal.artifacts.artifact_inputs: the files the workflow wires into each renderer."""
+
+from __future__ import annotations
+
+import pytest
+
+from offprincipal.artifacts import artifact_inputs
+
+PAIRS = {"a": {"base": "b0", "finetuned": "r1_final"}, "c": {"base": "b0", "finetuned": "r2_s5"}}
+CHECKPOINTS = {
+    "b0": {"source": "toy_base"},
+    "r1_final": {"source": "run", "run": "r1", "step": "final"},
+    "r2_s5": {"source": "run", "run": "r2", "step": 5},
+}
+
+
+def test_paths_are_keyed_by_input_and_ordered_like_the_pairs():
+    got = artifact_inputs("table4", {"pairs": ["c", "a"]}, pairs=PAIRS, checkpoints=CHECKPOINTS, results="res/x")
+    assert got == {
+        "updates": ["res/x/pairs/c/updates.csv", "res/x/pairs/a/updates.csv"],
+        "base_manifests": ["res/x/checkpoints/b0.json", "res/x/checkpoints/b0.json"],
+        "ft_manifests": ["res/x/checkpoints/r2_s5.json", "res/x/checkpoints/r1_final.json"],
+        "runs": ["res/x/runs/r2", "res/x/runs/r1"],
+        "base_eval": ["res/x/eval/b0.json", "res/x/eval/b0.json"],
+        "ft_eval": ["res/x/eval/r2_s5.json", "res/x/eval/r1_final.json"],
+    }
+    fig4 = artifact_inputs("fig4", {"pairs": ["a"]}, pairs=PAIRS, checkpoints=CHECKPOINTS, results="res/x")
+    assert fig4["base_spectra"] == ["res/x/spectra/b0.safetensors"]
+    assert list(fig4) == ["geometry", "angles", "base_spectra", "ft_spectra"]
+    assert artifact_inputs("fig12", {"pairs": ["a", "c"]}, pairs=PAIRS, checkpoints={}, results="r") == {
+        "jaccard": ["r/crossrun/fig12.csv"]
+    }
+
+
+def test_training_log_of_a_checkpoint_no_run_saved_is_refused():
+    pairs = {**PAIRS, "odd": {"base": "r1_final", "finetuned": "b0"}}
+    with pytest.raises(ValueError, match="'fig15' reads training logs, but checkpoint 'b0' is of source 'toy_base'"):
+        artifact_inputs("fig15", {"pairs": ["a", "odd"]}, pairs=pairs, checkpoints=CHECKPOINTS, results="r")
