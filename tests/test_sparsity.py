@@ -87,3 +87,37 @@ def test_block_pass_equals_the_reference_rules_across_block_edges(cast, dtype):
     np.testing.assert_array_equal(unpack(bits, tuple(w0.shape)), expected.numpy())
     assert changed == int(expected.sum())
     assert changed_abs == int(abs_mask(x, y).sum())
+
+
+@pytest.mark.parametrize("partner", ["next_up", "negated", "shuffled", "same"])
+def test_compiled_bf16_probe_equals_the_fp32_rules_on_every_bf16_pattern(partner):
+    """All 65536 bf16 patterns (NaNs, infs, ±0 and subnormals included) against a partner,
+    over several parallel tasks and a partial last byte, vs eta_mask/abs_mask in torch."""
+    from offprincipal.metrics.bf16_kernel import bf16_probe
+    from offprincipal.metrics.masks import unpack
+
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    x = torch.cat([every, every.flip(0), every[:7]])  # 131079 entries: > one task, tail of 7
+    y = {
+        "next_up": x + 1,  # int16 wrap-around included: 0x7FFF + 1 = 0x8000
+        "negated": x ^ -0x8000,
+        "shuffled": x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))],
+        "same": x.clone(),
+    }[partner]
+    w0, w1 = x.view(torch.bfloat16), y.view(torch.bfloat16)
+    bits = np.empty((x.numel() + 7) // 8, dtype=np.uint8)
+    changed, changed_abs = bf16_probe(w0, w1, bits, eta=1e-3, atol=1e-5)
+    expected = eta_mask(w0, w1)
+    np.testing.assert_array_equal(unpack(bits, (x.numel(),)), expected.numpy())
+    assert changed == int(expected.sum())
+    assert changed_abs == int(abs_mask(w0, w1).sum())
+
+
+def test_compiled_bf16_probe_rejects_mismatched_inputs():
+    from offprincipal.metrics.bf16_kernel import bf16_probe
+
+    w = torch.zeros(16, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="bf16"):
+        bf16_probe(w, w.float(), np.empty(2, np.uint8), eta=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="sizes"):
+        bf16_probe(w, w, np.empty(3, np.uint8), eta=1e-3, atol=1e-5)

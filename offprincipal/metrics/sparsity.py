@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from offprincipal.metrics.bf16_kernel import bf16_probe
+
 BF16_MIN_RELATIVE_GAP = 2.0**-8  # smallest |a-b|/max(|a|,|b|) between distinct bf16 values
 
 
@@ -82,32 +84,48 @@ def compare_blocks(
     """The sparsity pass for one tensor pair: the η-rule update mask (bit-packed, little bit
     order), its number of changed entries, and the number changed under ``|Δ| > atol``.
 
-    Works in fixed-size blocks so memory stays O(block) and each block stays in cache: a
-    233M-entry embedding would otherwise need several GB of fp32 temporaries and run at
-    memory speed. For bf16 blocks without inf/NaN (tested on the exponent bits) the mask is
-    the bitwise rule, which equals the η rule there; other blocks take the η rule itself.
+    bf16 tensors on the CPU go through :func:`~offprincipal.metrics.bf16_kernel.bf16_probe`
+    in one pass. Anything else (fp32 rounded to bf16, GPU tensors, other dtypes) works in
+    fixed-size blocks so memory stays O(block): a 233M-entry embedding would otherwise need
+    several GB of fp32 temporaries. For finite bf16 values the mask is the bitwise rule, which
+    equals the η rule there; entries with inf/NaN take the η rule itself.
     """
     if block % 8:
         raise ValueError("block must be a multiple of 8")
     n = w0.numel()
     a, b = w0.reshape(-1), w1.reshape(-1)
     bits = np.empty((n + 7) // 8, dtype=np.uint8)
+    bitwise_ok = 0 <= eta < BF16_MIN_RELATIVE_GAP
+    on_cpu = a.device.type == "cpu" and b.device.type == "cpu"
+    if bitwise_ok and on_cpu and a.dtype == b.dtype == torch.bfloat16:
+        # the common case: one pass of the compiled kernel over the whole tensor
+        return bits, *bf16_probe(a.contiguous(), b.contiguous(), bits, eta=eta, atol=atol)
     changed_eta = changed_abs = 0
     for start in range(0, n, block):
         stop = min(n, start + block)
         x, y = a[start:stop], b[start:stop]
         if cast_to_bf16:
             x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)  # no copy when already bf16
-        if x.dtype == y.dtype == torch.bfloat16 and 0 <= eta < BF16_MIN_RELATIVE_GAP:
-            xi, yi = x.view(torch.int16), y.view(torch.int16)
-            either = xi | yi
-            if bool(((either & 0x7F80) == 0x7F80).any()):  # an inf/NaN somewhere: exact rule
-                mask = eta_mask(x, y, eta)
-            else:
-                mask = (xi != yi) & ((either & 0x7FFF) != 0)  # +0 vs -0 is no change
-        else:
-            mask = eta_mask(x, y, eta)
-        changed_eta += int(torch.count_nonzero(mask))
-        changed_abs += int(torch.count_nonzero(abs_mask(x, y, atol)))
-        bits[start // 8 : (stop + 7) // 8] = np.packbits(mask.cpu().numpy(), bitorder="little")
+        out = bits[start // 8 : (stop + 7) // 8]
+        if bitwise_ok and on_cpu and x.dtype == y.dtype == torch.bfloat16:
+            ce, ca = bf16_probe(x.contiguous(), y.contiguous(), out, eta=eta, atol=atol)
+        else:  # GPU tensors, other dtypes, or an eta at which bitwise equality is not the rule
+            ce, ca = _torch_probe(x, y, out, eta=eta, atol=atol)
+        changed_eta += ce
+        changed_abs += ca
     return bits, changed_eta, changed_abs
+
+
+def _torch_probe(x: torch.Tensor, y: torch.Tensor, out: np.ndarray, *, eta: float, atol: float) -> tuple[int, int]:
+    """The probe of one block in torch ops, on any device: fills ``out`` with the packed η mask."""
+    if x.dtype == y.dtype == torch.bfloat16 and 0 <= eta < BF16_MIN_RELATIVE_GAP:
+        xi, yi = x.view(torch.int16), y.view(torch.int16)
+        either = xi | yi
+        if bool(((either & 0x7F80) == 0x7F80).any()):  # an inf/NaN somewhere: exact rule
+            mask = eta_mask(x, y, eta)
+        else:
+            mask = (xi != yi) & ((either & 0x7FFF) != 0)  # +0 vs -0 is no change
+    else:
+        mask = eta_mask(x, y, eta)
+    out[:] = np.packbits(mask.cpu().numpy(), bitorder="little")
+    return int(torch.count_nonzero(mask)), int(torch.count_nonzero(abs_mask(x, y, atol)))
