@@ -13,15 +13,19 @@ def haar(n, k, rng):
     return q * np.sign(np.diag(r))
 
 
-def test_spectrum_matches_numpy_svd():
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40), (32, 32)])  # tall, wide (transposed path), square
+def test_spectrum_matches_numpy_svd(shape):
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((40, 24))
+    w = rng.standard_normal(shape)
     sp = spectrum(torch.from_numpy(w), top_k=5)
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     np.testing.assert_allclose(sp.S.numpy(), s, rtol=1e-12)
     # singular vectors are defined up to sign: compare the projectors
     np.testing.assert_allclose(sp.U.numpy() @ sp.U.numpy().T, u[:, :5] @ u[:, :5].T, atol=1e-10)
     np.testing.assert_allclose(sp.V.numpy() @ sp.V.numpy().T, vt[:5].T @ vt[:5], atol=1e-10)
+    assert sp.U.shape == (shape[0], 5) and sp.V.shape == (shape[1], 5)
+    # the factors reconstruct w's best rank-5 approximation (pairs each u_i with its own v_i)
+    np.testing.assert_allclose((sp.U * sp.S[:5]) @ sp.V.T, (u[:, :5] * s[:5]) @ vt[:5], atol=1e-10)
 
 
 @pytest.mark.parametrize("scale", [1e-7, 1e-4, 1e-1, 10.0])

@@ -28,7 +28,13 @@ def spectrum(w: torch.Tensor, top_k: int, *, dtype: torch.dtype = torch.float64)
         raise ValueError(f"spectrum needs a 2-D matrix, got shape {tuple(w.shape)}")
     x = w.to(dtype)
     driver = "gesvd" if x.is_cuda else None
-    U, S, Vh = torch.linalg.svd(x, full_matrices=False, driver=driver)
+    # LAPACK's gesdd is several times slower on a wide matrix than on its transpose
+    # (down_proj 1536×8960: 11.6 s vs 3.0 s in MKL), so always hand it the tall one;
+    # W = U S Vᵀ ⇔ Wᵀ = V S Uᵀ, so the factors swap roles.
+    wide = x.shape[0] < x.shape[1]
+    U, S, Vh = torch.linalg.svd(x.T if wide else x, full_matrices=False, driver=driver)
+    if wide:
+        U, Vh = Vh.T, U.T
     k = min(top_k, S.numel())
     return Spectrum(S=S, U=U[:, :k].contiguous(), V=Vh[:k].T.contiguous())
 
