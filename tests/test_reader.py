@@ -517,3 +517,30 @@ def test_corrupted_sharded_checkpoint(tmp_path, reader_models):
     (d4 / "model.safetensors.index.json").write_text('{"metadata": {}}')
     with pytest.raises(CheckpointError, match="index"):
         Checkpoint(d4)
+
+
+# ---------------------------------------------------------------------- readahead
+
+
+@pytest.mark.parametrize("layout", ["sharded", "fused"])
+def test_byte_span_holds_the_stored_tensor_and_prefetch_accepts_every_tensor(tmp_path, reader_models, layout):
+    model, _ = reader_models["qwen3" if layout == "sharded" else "qwen3_moe"]
+    if layout == "sharded":
+        path = save(model, tmp_path / "m", max_shard_size="20KB")
+    else:
+        path = save(model, tmp_path / "m", save_original_format=False)
+    ck = Checkpoint(path)
+    for name in ck.names():
+        file, offset, length = ck.byte_span(name)
+        with open(file, "rb") as fh:  # the raw bytes at that span, not through safetensors
+            fh.seek(offset)
+            raw = fh.read(length)
+        with safe_open(str(file), framework="pt") as h:
+            stored = h.get_tensor(ck.stored_key(name))  # a fused expert: the whole fused tensor
+        assert raw == stored.contiguous().view(torch.uint8).numpy().tobytes(), name
+        ck.prefetch(name)
+    # the readahead thread of iter_pairs changes nothing in what is read
+    pairs_ahead = [(p.name, p.base) for p in iter_pairs(ck, ck, dtype=None, readahead=True)]
+    pairs_plain = [(p.name, p.base) for p in iter_pairs(ck, ck, dtype=None, readahead=False)]
+    assert [n for n, _ in pairs_ahead] == [n for n, _ in pairs_plain]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(pairs_ahead, pairs_plain))

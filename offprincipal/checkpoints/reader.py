@@ -33,6 +33,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -119,6 +121,7 @@ class Checkpoint:
         self.path = Path(path)
         self.label = label if label is not None else (self.path.name or str(self.path))
         self._handles: dict[str, object] = {}
+        self._headers: dict[str, tuple[int, dict]] = {}  # shard -> (data start, header), read lazily
         self._sources: dict[str, _Source] = {}
         self._names: list[str] = []
         if not self.path.is_dir():
@@ -333,6 +336,31 @@ class Checkpoint:
             t = t.to(device)
         return t
 
+    def byte_span(self, name: str) -> tuple[Path, int, int]:
+        """(file, offset, length) of the bytes that hold ``name`` on disk; for a fused MoE
+        expert, those of the whole fused tensor."""
+        src = self._source(name)
+        if src.file not in self._headers:
+            with open(self.path / src.file, "rb") as fh:  # the safetensors layout: u64 length, JSON
+                (length,) = struct.unpack("<Q", fh.read(8))
+                self._headers[src.file] = (8 + length, json.loads(fh.read(length)))
+        data_start, header = self._headers[src.file]
+        begin, end = header[src.key]["data_offsets"]
+        return self.path / src.file, data_start + begin, end - begin
+
+    def prefetch(self, name: str) -> None:
+        """Ask the OS to start reading ``name``'s bytes into the page cache and return
+        (``posix_fadvise(WILLNEED)``): the disk then reads the next tensor while the caller
+        computes on this one. A no-op where the OS has no fadvise."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        path, offset, length = self.byte_span(name)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         handles, self._handles = self._handles, {}
@@ -434,8 +462,13 @@ def iter_pairs(
     dtype: torch.dtype | None = torch.bfloat16,
     names: Iterable[str] | None = None,
     device: str | torch.device = "cpu",
+    readahead: bool = True,
 ) -> Iterator[TensorPair]:
     """Yield aligned tensor pairs one at a time, cast to ``dtype`` (``None``: stored dtypes).
+
+    With ``readahead`` a background thread asks the OS for the next pair's bytes
+    (:meth:`Checkpoint.prefetch`) while the caller works on the current one, so reading
+    from a cold disk overlaps with computing.
 
     The pair is validated (names, shapes) when this is called, before the first tensor is
     read. ``names`` restricts (and orders) the logical names; an unknown name raises
@@ -451,11 +484,28 @@ def iter_pairs(
             raise CheckpointError(f"tensor(s) {unknown[:5]} not in the pair {base.label!r} / {ft.label!r}")
         plan = [by_name[n] for n in wanted]
     dev = torch.device(device)
-    return _generate(base, ft, plan, dtype, dev)
+    return _generate(base, ft, plan, dtype, dev, readahead)
 
 
-def _generate(base, ft, plan, dtype, dev) -> Iterator[TensorPair]:
-    for logical, bn, fn, note in plan:
+def _prefetch_pair(base: Checkpoint, ft: Checkpoint, base_name: str, ft_name: str) -> None:
+    base.prefetch(base_name)
+    ft.prefetch(ft_name)
+
+
+def _generate(base, ft, plan, dtype, dev, readahead) -> Iterator[TensorPair]:
+    # best effort: a failed prefetch is not reported, the load of that tensor reports it
+    pool = ThreadPoolExecutor(1, thread_name_prefix="readahead") if readahead else None
+    try:
+        yield from _generate_pairs(base, ft, plan, dtype, dev, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # no fadvise on a closed checkpoint
+
+
+def _generate_pairs(base, ft, plan, dtype, dev, pool) -> Iterator[TensorPair]:
+    for i, (logical, bn, fn, note) in enumerate(plan):
+        if pool is not None and i + 1 < len(plan):
+            pool.submit(_prefetch_pair, base, ft, plan[i + 1][1], plan[i + 1][2])
         b, f = base.load(bn), ft.load(fn)
         b_dtype, f_dtype = b.dtype, f.dtype
         target_b = dtype if dtype is not None else b_dtype
