@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -477,7 +477,7 @@ def child_lapack(a: dict) -> dict:
             torch.linalg.svd(xt, full_matrices=False)
             t_t, c_t = time.perf_counter() - t0, time.process_time() - c0
             # the same SVD with LAPACK always seeing a tall matrix (svd of the transpose when
-            # m < n; U and V swap roles): what numpy does implicitly for C-ordered input
+            # m < n; U and V swap roles), as offprincipal.metrics.spectral.spectrum calls it
             t0, c0 = time.perf_counter(), time.process_time()
             if xt.shape[0] < xt.shape[1]:
                 torch.linalg.svd(xt.T, full_matrices=False)
@@ -507,183 +507,7 @@ def child_lapack(a: dict) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------- proposed fix (prototype)
-# A PROTOTYPE of the compare_pair changes proposed in benchmarks/README.md, kept here only so
-# that it is measured under the same conditions as the real pass (variant "proposed", not run
-# by default); delete it once the package has the fix. Same outputs as compare_pair (checked).
-
-PROPOSED_BLOCK = 1 << 22  # elements per block (a multiple of 8)
-
-
-def _proposed_kernel(blocks, n: int, eta: float, atol: float, block: int):
-    """η-rule mask bits (packed, little bit order), changed_eta, changed_abs for one pair,
-    from an iterator of aligned (base, ft) blocks: memory O(block), integer-bit finiteness
-    test, count_nonzero instead of bool.sum()."""
-    import numpy as np
-
-    from offprincipal.metrics.sparsity import BF16_MIN_RELATIVE_GAP, abs_mask, update_mask
-
-    bits = np.empty((n + 7) // 8, dtype=np.uint8)
-    c_eta = c_abs = 0
-    bs = min(block, n)
-    fa, fb = torch.empty(bs), torch.empty(bs)
-    m, t16 = torch.empty(bs, dtype=torch.bool), torch.empty(bs, dtype=torch.int16)
-    s = 0
-    for ab, bb in blocks:
-        k = ab.numel()
-        ab, bb = ab.to(torch.bfloat16), bb.to(torch.bfloat16)  # no copy when already bf16
-        ai, bi = ab.view(torch.int16), bb.view(torch.int16)
-        o = torch.bitwise_or(ai, bi, out=t16[:k])
-        # exponent bits all ones in either side => (a | b) & 0x7F80 == 0x7F80 (no false
-        # negatives); a rare false positive only sends the block down the exact reference path
-        if eta < BF16_MIN_RELATIVE_GAP and not bool(((o & 0x7F80) == 0x7F80).any()):
-            mk = torch.ne(ai, bi, out=m[:k])
-            mk &= o.bitwise_and_(0x7FFF) != 0  # +0 vs -0 is not a change
-            d = torch.sub(fb[:k].copy_(bb), fa[:k].copy_(ab), out=fb[:k]).abs_()
-            c_abs += int(torch.count_nonzero(d > atol))
-        else:
-            mk = update_mask(ab, bb, eta)
-            c_abs += int(torch.count_nonzero(abs_mask(ab, bb, atol)))
-        c_eta += int(torch.count_nonzero(mk))
-        bits[s // 8 : (s + k + 7) // 8] = np.packbits(mk.numpy(), bitorder="little")
-        s += k
-    assert s == n, (s, n)
-    return bits, c_eta, c_abs
-
-
-def _mmap_blocks(w0: torch.Tensor, w1: torch.Tensor, block: int):
-    a, b = w0.reshape(-1), w1.reshape(-1)
-    for s in range(0, a.numel(), block):
-        yield a[s : s + block], b[s : s + block]
-
-
-class _BlockFile:
-    """Reads byte ranges of one safetensors shard with preadv into caller buffers (no mmap)."""
-
-    _DT = {"BF16": torch.bfloat16, "F32": torch.float32, "F16": torch.float16, "F64": torch.float64}
-
-    def __init__(self, path: str):
-        import struct
-
-        self.fd = os.open(path, os.O_RDONLY)
-        (hlen,) = struct.unpack("<Q", os.pread(self.fd, 8, 0))
-        self.header = json.loads(os.pread(self.fd, hlen, 8))
-        self.data0 = 8 + hlen
-
-    def entry(self, key: str):
-        e = self.header[key]
-        return self._DT[e["dtype"]], tuple(e["shape"]), self.data0 + e["data_offsets"][0]
-
-    def willneed(self, key: str) -> None:
-        """Ask the kernel to read a tensor's bytes ahead (asynchronous readahead)."""
-        e = self.header[key]
-        a, b = e["data_offsets"]
-        os.posix_fadvise(self.fd, self.data0 + a, b - a, os.POSIX_FADV_WILLNEED)
-
-    def read_into(self, buf: torch.Tensor, offset: int) -> None:
-        mv = memoryview(buf.view(torch.uint8).numpy()).cast("B")
-        got = 0
-        while got < len(mv):
-            k = os.preadv(self.fd, [mv[got:]], offset + got)
-            if k <= 0:
-                raise EOFError(f"short read at {offset + got}")
-            got += k
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-def _pread_blocks(fb: _BlockFile, kb: str, ff: _BlockFile, kf: str, block: int, bufs: dict):
-    """Aligned element blocks of one tensor pair, read with preadv into reused buffers."""
-    (db, shape, ob), (df, _, of) = fb.entry(kb), ff.entry(kf)
-    n = _numel(shape)
-    for s in range(0, n, block):
-        k = min(block, n - s)
-        out = []
-        for side, dt, off in (("b", db, ob), ("f", df, of)):
-            buf = bufs.get((side, dt))
-            if buf is None or buf.numel() < k:
-                buf = bufs[(side, dt)] = torch.empty(block, dtype=dt)
-            v = buf[:k]
-            (fb if side == "b" else ff).read_into(v, off + s * v.element_size())
-            out.append(v)
-        yield out[0], out[1]
-
-
-def child_proposed(a: dict) -> dict:
-    import zipfile
-
-    import numpy as np
-
-    from offprincipal.analysis import open_checkpoint
-    from offprincipal.checkpoints.reader import pair_names
-
-    block = a.get("block", PROPOSED_BLOCK)
-    out = Path(a["out"])
-    t0, c0 = time.perf_counter(), time.process_time()
-    rows = []
-    files: dict[str, _BlockFile] = {}
-    bufs: dict = {}
-    with open_checkpoint(a["base"]) as base, open_checkpoint(a["ft"]) as ft, \
-            zipfile.ZipFile(out / "masks.proposed.npz", "w") as zf:
-        plan = pair_names(base, ft)
-
-        def _bf(ck, logical):  # prototype: private access to where a tensor lives
-            src = ck._sources[logical]
-            if src.expert is not None:
-                raise NotImplementedError("prototype reader handles dense tensors only")
-            pth = str(ck.path / src.file)
-            if pth not in files:
-                files[pth] = _BlockFile(pth)
-            return files[pth], src.key
-
-        for i, (name, bn, fn) in enumerate(plan):
-            shape = base.shape(bn)
-            if a.get("backend") != "mmap" and a.get("prefetch", True) and i + 1 < len(plan):
-                for ck, lg in ((base, plan[i + 1][1]), (ft, plan[i + 1][2])):  # overlap next I/O with this compute
-                    f_, k_ = _bf(ck, lg)
-                    f_.willneed(k_)
-            n = _numel(shape)
-            if a.get("backend") == "mmap":  # blocked kernel over the current reader's mmap'd tensors
-                blocks = _mmap_blocks(base.load(bn), ft.load(fn), block)
-            else:  # flat-memory reader: blocks read with preadv (dense tensors only)
-                (fb_, kb_), (ff_, kf_) = _bf(base, bn), _bf(ft, fn)
-                blocks = _pread_blocks(fb_, kb_, ff_, kf_, block, bufs)
-            bits, ce, ca = _proposed_kernel(blocks, n, 1e-3, 1e-5, block)
-            for key, arr in (("bits::" + name, bits), ("shape::" + name, np.asarray(shape, dtype=np.int64))):
-                with zf.open(key + ".npy", "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, arr, allow_pickle=False)
-            rows.append([name, ce, ca, n])
-    for f in files.values():
-        f.close()
-    dt = time.perf_counter() - t0
-    return {"seconds": dt, "call_cpu_s": time.process_time() - c0, "rows": rows, "tensors": len(rows),
-            "numel": sum(r[3] for r in rows), "changed_eta": sum(r[1] for r in rows),
-            "changed_abs": sum(r[2] for r in rows)}
-
-
-def verify_proposed(out: Path, rows: list) -> str:
-    """Compare the prototype's counts and mask bits with compare_pair's outputs in ``out``."""
-    import numpy as np
-    import pandas as pd
-
-    csv, npz = out / "updates.csv", out / "masks.npz"
-    if not csv.is_file() or not npz.is_file():
-        return "not checked (run the compare variant too)"
-    ref = pd.read_csv(csv).set_index("name")
-    bad = [r[0] for r in rows if r[0] not in ref.index or int(ref.loc[r[0], "changed_eta"]) != r[1]
-           or int(ref.loc[r[0], "changed_abs"]) != r[2]]
-    if bad or len(rows) != len(ref):
-        return f"MISMATCH in counts ({len(bad)} tensors, e.g. {bad[:3]})"
-    with np.load(npz) as x, np.load(out / "masks.proposed.npz") as y:
-        if sorted(x.files) != sorted(y.files):
-            return "MISMATCH in mask file keys"
-        diff = [k for k in x.files if not np.array_equal(x[k], y[k])]
-    return f"MISMATCH in mask bits ({diff[:3]})" if diff else "identical counts and mask bits"
-
-
-CHILD_TASKS = {"reader": child_reader, "compare": child_compare, "spectra": child_spectra, "lapack": child_lapack,
-               "proposed": child_proposed}
+CHILD_TASKS = {"reader": child_reader, "compare": child_compare, "spectra": child_spectra, "lapack": child_lapack}
 
 
 def child_main(task: str, args_json: str) -> None:
@@ -930,8 +754,7 @@ def bench_sparsity(pair: dict, args, log) -> dict:
     man = {"base": pair["manifests"]["base"], "ft": pair["manifests"]["ft"]}
     sample = args.sample_ms / 1e3
     rows = {}
-    variants = [v for v in ("cat", "reader", "scan", "compare", "proposed", "proposed-mmap")
-                if v in args.sparsity_variants]
+    variants = [v for v in ("cat", "reader", "scan", "compare") if v in args.sparsity_variants]
     for cache in caches:
         for v in variants:
             runs = []
@@ -948,13 +771,8 @@ def bench_sparsity(pair: dict, args, log) -> dict:
                         r = {"seconds": sec, "cpu_s": ld.own, "call_cpu_s": ld.own, "other_load": ld.share()}
                     elif v in ("reader", "scan"):
                         r = run_child("reader", {**man, "scan": v == "scan"}, sample, args.threads)
-                    elif v == "compare":
-                        r = run_child("compare", {**man, "out": str(out)}, sample, args.threads)
                     else:
-                        r = run_child("proposed", {**man, "out": str(out), "block": args.proposed_block,
-                                                   "backend": "mmap" if v == "proposed-mmap" else "pread"},
-                                      sample, args.threads)
-                        r["check"] = verify_proposed(out, r.pop("rows"))
+                        r = run_child("compare", {**man, "out": str(out)}, sample, args.threads)
                     r["cached_before"] = pre
                     return r
 
@@ -963,24 +781,17 @@ def bench_sparsity(pair: dict, args, log) -> dict:
                 log(f"  sparsity {v:8s} {cache}: {r['seconds']:.2f}s (cpu {r.get('call_cpu_s', 0):.1f}s, other load "
                     f"{r['other_load']:.0%})"
                     + (f", peak RSS {_fmt_b(r['vm_hwm'])} (anon {_fmt_b(r['sampled_peak']['RssAnon'])},"
-                       f" file {_fmt_b(r['sampled_peak']['RssFile'])})" if "ru_maxrss" in r else "")
-                    + (f"; vs compare_pair: {r['check']}" if "check" in r else ""))
+                       f" file {_fmt_b(r['sampled_peak']['RssFile'])})" if "ru_maxrss" in r else ""))
             if runs:
                 rows[(v, cache)] = _summarise(runs, nbytes)
     res = {"bytes_read": nbytes, "fits_page_cache": fits, "drop_caches": {"worked": ok, "detail": why},
            "rows": [{"variant": v, "cache": c, **s} for (v, c), s in rows.items()]}
     for cache in caches:
-        c, k = rows.get(("compare", cache)), rows.get(("cat", cache))
+        c = rows.get(("compare", cache))
         for base_v, key in (("scan", "reader"), ("reader", "touch"), ("cat", "cat")):
             r = rows.get((base_v, cache))
             if c and r:
                 res[f"ratio_compare_over_{key}_{cache}"] = c["seconds"] / r["seconds"]
-        for pv in ("proposed", "proposed-mmap"):
-            pr, r = rows.get((pv, cache)), rows.get(("scan", cache))
-            if pr and r:
-                res[f"ratio_{pv}_over_reader_{cache}"] = pr["seconds"] / r["seconds"]
-            if pr and c:
-                res[f"speedup_{pv}_{cache}"] = c["seconds"] / pr["seconds"]
     done = [rows[("compare", c)] for c in caches if ("compare", c) in rows]
     if done:
         ex = done[-1]["extra"]
@@ -1014,8 +825,6 @@ def _summarise(runs: list[dict], nbytes: int) -> dict:
         s["start_rss"] = best["start_status"].get("VmRSS")
         s["process_wall"] = best["process_wall"]
     s["extra"] = {k: v for k, v in best.items() if k in ("tensors", "numel", "changed_eta", "changed_abs")}
-    if any("check" in r for r in runs):
-        s["check"] = sorted({r.get("check", "") for r in runs})
     return s
 
 
@@ -1131,8 +940,7 @@ def print_report(rep: dict) -> None:
         print(hdr)
         print("-" * len(hdr))
         label = {"cat": "sequential file read (64 MiB chunks)", "reader": "reader only: iter_pairs + touch pages",
-                 "scan": "reader only: iter_pairs + read bytes", "compare": "compare_pair",
-                 "proposed": "PROTOTYPE: blocked kernel + preadv blocks", "proposed-mmap": "PROTOTYPE: blocked kernel on mmap"}
+                 "scan": "reader only: iter_pairs + read bytes", "compare": "compare_pair"}
         for r in sp["rows"]:
             g = lambda k: _fmt_b(r.get(k)).replace(" GiB", "G")  # noqa: E731
             print(f"{label[r['variant']]:38s} {r['cache']:5s} {r['seconds']:7.2f} {r['gb_per_s']:6.2f} "
@@ -1145,16 +953,6 @@ def print_report(rep: dict) -> None:
                      if k in sp]
             if parts:
                 print(f"compare_pair {c}: " + ", ".join(parts))
-        for c in ("cold", "warm"):
-            for pv in ("proposed", "proposed-mmap"):
-                if f"speedup_{pv}_{c}" in sp or f"ratio_{pv}_over_reader_{c}" in sp:
-                    print(f"{pv} {c}: " + ", ".join(
-                        x for x in (f"{sp[f'speedup_{pv}_{c}']:.1f}x faster than compare_pair" if f"speedup_{pv}_{c}" in sp else "",
-                                    f"{sp[f'ratio_{pv}_over_reader_{c}']:.1f}x reader(read bytes)" if f"ratio_{pv}_over_reader_{c}" in sp else "")
-                        if x))
-        checks = sorted({x for r in sp["rows"] for x in r.get("check", [])})
-        if checks:
-            print(f"prototype outputs vs compare_pair: {'; '.join(checks)}")
         if "changed_fraction_eta" in sp:
             print(f"changed fraction: eta rule {sp['changed_fraction_eta']:.4f}, abs 1e-5 {sp['changed_fraction_abs']:.4f}")
         if "profile" in sp:
@@ -1174,8 +972,8 @@ def print_report(rep: dict) -> None:
               f"{_runs(cs['runs'])} [{', '.join(f'{x:.0%}' for x in cs['other_load_runs'])}]")
         ol = f" [{', '.join(f'{x:.0%}' for x in spc['bare_other_load_runs'])}]"
         for key, lbl in (("numpy_svd", f"numpy.linalg.svd ({spc['numpy_svd']['lapack']})"),
-                         ("torch_svd", "torch.linalg.svd (as compute_spectra calls it)"),
-                         ("torch_svd_tall", "torch.linalg.svd, wide ones transposed to tall")):
+                         ("torch_svd", "torch.linalg.svd on the stored shape"),
+                         ("torch_svd_tall", "torch.linalg.svd, tall (as spectrum() calls it)")):
             print(f"{lbl:48s} {spc[key]['seconds']:7.2f} {spc[key]['cpu_s']:7.1f} {'':>9s} {'':>9s}  "
                   f"{_runs(spc[key]['runs'])}{ol}")
         print(f"overhead = compute_spectra / bare SVD - 1: vs numpy {spc['overhead_vs_numpy'] * 100:+.0f}%, vs torch "
@@ -1206,8 +1004,7 @@ def main(argv=None) -> int:
     ap.add_argument("--passes", default="sparsity,spectral", help="comma list of sparsity, spectral")
     ap.add_argument("--sparsity-variants", default="cat,reader,scan,compare",
                     help="comma list of cat (sequential file read), reader (iter_pairs + touch every page), "
-                         "scan (iter_pairs + read every byte), compare (compare_pair); opt-in: proposed, "
-                         "proposed-mmap (prototype of the proposed fix, checked against compare_pair's outputs)")
+                         "scan (iter_pairs + read every byte), compare (compare_pair)")
     ap.add_argument("--cache", default="cold,warm", help="comma list of cold, warm (page cache state)")
     ap.add_argument("--layers", default=None, help="decoder layers for the spectral subset (default: model's middle block)")
     ap.add_argument("--kinds", default=None, help="matrix kinds for the spectral pass (default: all 7 for 1.5B, q,k,v,o for 8B)")
@@ -1222,8 +1019,6 @@ def main(argv=None) -> int:
     ap.add_argument("--idle-threshold", type=float, default=0.25,
                     help="before each timed run, wait until other processes use less than this share of the CPUs")
     ap.add_argument("--idle-wait", type=float, default=90.0, help="longest wait for an idle machine per run (s); 0: never wait")
-    ap.add_argument("--proposed-block", type=int, default=PROPOSED_BLOCK,
-                    help="block size (elements) of the prototype kernel (variants proposed, proposed-mmap)")
     ap.add_argument("--profile", action="store_true", help="also run compare_pair under cProfile and print the top")
     ap.add_argument("--generate-only", action="store_true")
     ap.add_argument("--delete-after", action="store_true", help="delete the generated pair after measuring")
