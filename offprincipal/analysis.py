@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 
 from offprincipal.checkpoints.naming import TensorInfo, classify
-from offprincipal.checkpoints.reader import Checkpoint, iter_pairs, pair_names
+from offprincipal.checkpoints.reader import Checkpoint, iter_pairs, pair_names, release_pages
 from offprincipal.device import pick_device
 from offprincipal.io import write_table
 from offprincipal.metrics import crossrun
@@ -88,6 +88,7 @@ def compare_pair(
                 tp.base, tp.ft, eta=eta, atol=abs_tolerance, cast_to_bf16=cast_to_bf16
             )
             masks.add_packed(tp.name, bits, tuple(tp.base.shape))
+            release_pages(tp.base, tp.ft)  # RSS stays one pair, not the whole model
             rows.append(
                 {
                     **_info_columns(tp.info),
@@ -143,6 +144,7 @@ def compute_spectra(
             for n in names:
                 w = ckpt.load(n, device=dev)
                 sp = spectrum(w.to(torch.bfloat16) if cast_to_bf16 else w, top_k, dtype=dtype)
+                release_pages(w)
                 writer.write(f"{n}::S", sp.S)
                 writer.write(f"{n}::U", sp.U)
                 writer.write(f"{n}::V", sp.V)
@@ -195,9 +197,8 @@ def pair_geometry(
             info = classify(name)
             S0, U0, V0 = s0_file.get(base_name)
             S1, U1, V1 = s1_file.get(ft_name)
-            w0 = base.load(base_name, device=dev)
-            if cast_to_bf16:
-                w0 = w0.to(torch.bfloat16)
+            w0_stored = base.load(base_name, device=dev)
+            w0 = w0_stored.to(torch.bfloat16) if cast_to_bf16 else w0_stored
             updated = torch.from_numpy(masks.mask(name)).to(dev)
             princ = principal_mask(U0, S0, V0, k=principal_rank_k, alpha=mask_alpha)
             low = low_magnitude_mask(w0, alpha=mask_alpha)
@@ -220,6 +221,8 @@ def pair_geometry(
             if update_rank:
                 w1 = ft.load(ft_name, device=dev)
                 row["update_rank_ratio"] = update_rank_ratio(w0, w1.to(torch.bfloat16) if cast_to_bf16 else w1)
+                release_pages(w1)
+            release_pages(w0_stored)
             rows.append(row)
     table = _frame(rows)
     write_table(table, geometry_csv)

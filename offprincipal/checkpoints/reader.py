@@ -30,10 +30,13 @@ are refused with :class:`CheckpointError` rather than split wrongly.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import re
 import struct
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +54,7 @@ __all__ = [
     "TensorPair",
     "iter_pairs",
     "pair_names",
+    "release_pages",
 ]
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -384,6 +388,34 @@ class Checkpoint:
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r}, label={self.label!r}, tensors={len(self._names)})"
+
+
+_PAGE = mmap.PAGESIZE
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def release_pages(*tensors: torch.Tensor) -> None:
+    """Give the resident pages of CPU tensors the caller is done with back to the OS.
+
+    A tensor read from a memory-mapped shard keeps every page it touched resident (counted
+    in the process's RSS) until the shard is closed, so a pass over a whole model would show
+    the model's size as RSS, and schedulers that police RSS would kill the job. This calls
+    ``madvise(MADV_DONTNEED)`` on the whole pages inside each tensor's own bytes: a
+    file-backed page is read again from the page cache if touched later, an anonymous one
+    reads as zeros, so **the tensors must not be used afterwards**. Linux only; a no-op
+    elsewhere and for GPU tensors.
+    """
+    if _LIBC is None:
+        return
+    for t in tensors:
+        if t.device.type != "cpu" or not t.is_contiguous() or t.numel() == 0:
+            continue
+        start = t.data_ptr()
+        first = -(-start // _PAGE) * _PAGE  # round inward: never touch a neighbour's page
+        last = (start + t.numel() * t.element_size()) // _PAGE * _PAGE
+        if last > first and _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED):
+            err = ctypes.get_errno()
+            raise OSError(err, f"madvise(MADV_DONTNEED) failed: {os.strerror(err)}")
 
 
 @dataclass
