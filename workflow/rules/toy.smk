@@ -7,11 +7,11 @@ rule toy_datasets:
         directory(f"{RESULTS}/toy/data"),
     log:
         f"{RESULTS}/logs/toy_datasets.log",
+    conda:
+        "../../envs/offprincipal.yaml"
     params:
         seed=TOY.get("seed", 0),
         datasets=TOY.get("datasets", {}),
-    conda:
-        "../../envs/offprincipal.yaml"
     script:
         "../scripts/toy-datasets.py"
 
@@ -26,12 +26,12 @@ rule pretrain_toy_base:
         f"{RESULTS}/logs/pretrain_toy_base/{{toy_ckpt}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_toy_base/{{toy_ckpt}}.tsv"
+    conda:
+        "../../envs/offprincipal.yaml"
+    threads: 2
     params:
         seed=TOY.get("seed", 0),
         recipe=TOY.get("pretrain", {}),
-    threads: 2
-    conda:
-        "../../envs/offprincipal.yaml"
     script:
         "../scripts/pretrain-toy-base.py"
 
@@ -44,10 +44,10 @@ rule intervene:
         manifest=f"{RESULTS}/checkpoints/{{int_ckpt}}.json",
     log:
         f"{RESULTS}/logs/intervene/{{int_ckpt}}.log",
-    params:
-        interventions=intervention_list,
     conda:
         "../../envs/offprincipal.yaml"
+    params:
+        interventions=intervention_list,
     script:
         "../scripts/intervene.py"
 
@@ -62,12 +62,12 @@ rule train_run:
         f"{RESULTS}/logs/train_run/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_run/{{run}}.tsv"
-    params:
-        run=run_config,
-    # one thread per run: two single-threaded runs side by side beat one two-threaded run
-    threads: 1
     conda:
         "../../envs/offprincipal.yaml"
+    # one thread per run: two single-threaded runs side by side beat one two-threaded run
+    threads: 1
+    params:
+        run=run_config,
     script:
         "../scripts/train-run.py"
 
@@ -79,11 +79,11 @@ rule run_checkpoint:
         f"{RESULTS}/checkpoints/{{run_ckpt}}.json",
     log:
         f"{RESULTS}/logs/run_checkpoint/{{run_ckpt}}.log",
-    params:
-        step=run_checkpoint_step,
     localrule: True
     conda:
         "../../envs/offprincipal.yaml"
+    params:
+        step=run_checkpoint_step,
     script:
         "../scripts/run-checkpoint.py"
 
@@ -96,11 +96,11 @@ rule evaluate_toy:
         f"{RESULTS}/eval/{{ckpt}}.json",
     log:
         f"{RESULTS}/logs/evaluate_toy/{{ckpt}}.log",
+    conda:
+        "../../envs/offprincipal.yaml"
+    threads: 1
     params:
         eval=TOY.get("eval", {}),
         seed=TOY.get("seed", 0),
-    threads: 1
-    conda:
-        "../../envs/offprincipal.yaml"
     script:
         "../scripts/evaluate-toy.py"
