@@ -367,3 +367,48 @@ def test_sharded_snapshot_missing_a_shard(tmp_path, tiny_files):
     populate_cache(cache, files, tree=False)  # no tree listing: hf_hub cannot tell it is partial
     with pytest.raises(IncompleteCheckpointError, match="model-00002-of-00002.safetensors"):
         fetch_checkpoint("sharded", REPO, "main", cache_dir=cache)
+
+
+# ---------------------------------------------------------------- pinning branch revisions
+
+
+PAPER_CONFIG = Path(__file__).resolve().parent.parent / "config" / "paper.yaml"
+
+
+def test_pin_revisions_writes_the_fetched_commit_into_the_config(tmp_path, tiny_files):
+    import yaml
+
+    from offprincipal.cli import main
+    from offprincipal.config import load
+
+    cache, manifests, cfg = tmp_path / "cache", tmp_path / "manifests", tmp_path / "paper.yaml"
+    cfg.write_text(PAPER_CONFIG.read_text())
+    original = yaml.safe_load(cfg.read_text())
+    assert original["checkpoints"]["qwen3_4b"]["revision"] == "main"
+    populate_cache(cache, tiny_files, repo="Qwen/Qwen3-4B")
+    fetch_checkpoint("qwen3_4b", "Qwen/Qwen3-4B", "main", cache_dir=cache, manifest=manifests / "qwen3_4b.json")
+    ref = (cache / "models--Qwen--Qwen3-4B" / "refs" / "main").read_text()  # what the Hub's main pointed to
+
+    assert main(["pin-revisions", str(cfg), "--manifests", str(manifests), "--require-all"]) == 1  # others unfetched
+    pinned = load(cfg)  # still a valid config
+    assert pinned["checkpoints"]["qwen3_4b"]["revision"] == ref == COMMIT
+    expected = dict(original["checkpoints"], qwen3_4b={**original["checkpoints"]["qwen3_4b"], "revision": ref})
+    assert yaml.safe_load(cfg.read_text())["checkpoints"] == expected
+    before, after = PAPER_CONFIG.read_text().splitlines(), cfg.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 1  # one revision line; comments and layout kept
+    assert changed[0][0].strip() == "revision: main" and ref in changed[0][1]
+    assert main(["pin-revisions", str(cfg), "--manifests", str(manifests)]) == 0  # nothing left to pin for it
+    assert cfg.read_text().splitlines() == after
+
+
+def test_pin_revisions_refuses_a_manifest_of_another_revision_and_writes_nothing(tmp_path, tiny_files):
+    from offprincipal.checkpoints.pinning import PinningError, pin_revisions
+
+    cache, manifests, cfg = tmp_path / "cache", tmp_path / "manifests", tmp_path / "paper.yaml"
+    cfg.write_text(PAPER_CONFIG.read_text())
+    populate_cache(cache, tiny_files, repo="Qwen/Qwen3-8B", refs=("main", "v2"))
+    fetch_checkpoint("qwen3_8b", "Qwen/Qwen3-8B", "v2", cache_dir=cache, manifest=manifests / "qwen3_8b.json")
+    with pytest.raises(PinningError, match=r"checkpoint 'qwen3_8b'.*Qwen/Qwen3-8B@v2.*Qwen/Qwen3-8B@main"):
+        pin_revisions(cfg, manifests)
+    assert cfg.read_text() == PAPER_CONFIG.read_text()

@@ -1,6 +1,13 @@
 # Stage 1: make every checkpoint the config names available locally, with a manifest.
 
 
+# `snakemake fetch`: only the Hub downloads (then `offprincipal pin-revisions CONFIG`)
+rule fetch:
+    input:
+        [manifest(c) for c in checkpoints_from("hub")],
+    localrule: True
+
+
 rule fetch_checkpoint:
     output:
         f"{RESULTS}/checkpoints/{{hub_ckpt}}.json",

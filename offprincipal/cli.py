@@ -1,0 +1,50 @@
+"""``offprincipal`` command line: helpers around the Snakemake workflow.
+
+    offprincipal pin-revisions config/paper.yaml
+
+writes into the config the commits the fetch rule resolved for every branch/tag revision
+(see :mod:`offprincipal.checkpoints.pinning`). Run it after the checkpoints are fetched,
+e.g. ``snakemake --configfile=config/paper.yaml --cores 4 fetch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from offprincipal.checkpoints.pinning import PinningError, pin_revisions
+from offprincipal.config import ConfigError, load
+
+
+def _pin(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    manifests = args.manifests or Path(config["paths"]["results"]) / config["name"] / "checkpoints"
+    pins, not_fetched = pin_revisions(args.config, manifests)
+    for pin in pins:
+        print(f"pinned {pin.checkpoint}: {pin.repo}@{pin.revision} -> {pin.commit}")
+    for cid in not_fetched:
+        print(f"not fetched yet, left as is: {cid} ({config['checkpoints'][cid]['revision']})")
+    if not pins and not not_fetched:
+        print(f"{args.config}: every Hub revision is already a commit")
+    return 1 if (not_fetched and args.require_all) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="offprincipal", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pin = sub.add_parser("pin-revisions", help="replace branch/tag revisions in a config by the fetched commits")
+    pin.add_argument("config", help="config file to rewrite, e.g. config/paper.yaml")
+    pin.add_argument("--manifests", help="folder of the fetch manifests (default: <paths.results>/<name>/checkpoints)")
+    pin.add_argument("--require-all", action="store_true", help="exit 1 if some Hub checkpoint is not fetched yet")
+    pin.set_defaults(func=_pin)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, PinningError) as err:
+        print(f"offprincipal {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
