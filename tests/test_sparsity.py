@@ -117,7 +117,33 @@ def test_compiled_bf16_probe_rejects_mismatched_inputs():
     from offprincipal.metrics.bf16_kernel import bf16_probe
 
     w = torch.zeros(16, dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="bf16"):
-        bf16_probe(w, w.float(), np.empty(2, np.uint8), eta=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="bf16 or fp32"):
+        bf16_probe(w, w.half(), np.empty(2, np.uint8), eta=1e-3, atol=1e-5)
     with pytest.raises(ValueError, match="sizes"):
         bf16_probe(w, w, np.empty(3, np.uint8), eta=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("sides", [("fp32", "bf16"), ("bf16", "fp32"), ("fp32", "fp32")])
+def test_compiled_probe_rounds_fp32_to_bf16_exactly_as_torch(sides):
+    """fp32 patterns at every exponent with the low 16 bits at and around the rounding tie
+    (plus NaN payloads, ±inf, ±0, subnormals, overflow to inf) against Tensor.to(bfloat16)."""
+    from offprincipal.metrics.bf16_kernel import bf16_probe
+    from offprincipal.metrics.masks import unpack
+
+    high = torch.arange(0, 1 << 16, dtype=torch.int64) << 16  # every bf16 pattern as the high half
+    lows = torch.tensor([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=torch.int64)
+    bits32 = (high[:, None] | lows[None, :]).reshape(-1)
+    as_fp32 = bits32.to(torch.int32).view(torch.float32)  # int64 → int32 wraps to the same 32 bits
+    g = torch.Generator().manual_seed(2)
+    partner_bf16 = as_fp32[torch.randperm(as_fp32.numel(), generator=g)].to(torch.bfloat16)
+    nudged = as_fp32.to(torch.bfloat16)  # identical after rounding: only the 1e-5 rule may differ
+    for other in (partner_bf16, nudged):
+        w0 = as_fp32 if sides[0] == "fp32" else as_fp32.to(torch.bfloat16)
+        w1 = other.float() if sides[1] == "fp32" else other
+        bits = np.empty((w0.numel() + 7) // 8, dtype=np.uint8)
+        changed, changed_abs = bf16_probe(w0, w1, bits, eta=1e-3, atol=1e-5)
+        x, y = w0.to(torch.bfloat16), w1.to(torch.bfloat16)  # torch's rounding, the reference
+        expected = eta_mask(x, y)
+        np.testing.assert_array_equal(unpack(bits, (w0.numel(),)), expected.numpy())
+        assert changed == int(expected.sum())
+        assert changed_abs == int(abs_mask(x, y).sum())

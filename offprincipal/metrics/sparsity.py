@@ -84,11 +84,12 @@ def compare_blocks(
     """The sparsity pass for one tensor pair: the η-rule update mask (bit-packed, little bit
     order), its number of changed entries, and the number changed under ``|Δ| > atol``.
 
-    bf16 tensors on the CPU go through :func:`~offprincipal.metrics.bf16_kernel.bf16_probe`
-    in one pass. Anything else (fp32 rounded to bf16, GPU tensors, other dtypes) works in
-    fixed-size blocks so memory stays O(block): a 233M-entry embedding would otherwise need
-    several GB of fp32 temporaries. For finite bf16 values the mask is the bitwise rule, which
-    equals the η rule there; entries with inf/NaN take the η rule itself.
+    bf16 tensors (and, with ``cast_to_bf16``, fp32 ones) on the CPU go through
+    :func:`~offprincipal.metrics.bf16_kernel.bf16_probe` in one pass. Anything else (GPU
+    tensors, other dtypes, fp32 compared unrounded) works in fixed-size blocks so memory
+    stays O(block): a 233M-entry embedding would otherwise need several GB of fp32
+    temporaries. For finite bf16 values the mask is the bitwise rule, which equals the η
+    rule there; entries with inf/NaN take the η rule itself.
     """
     if block % 8:
         raise ValueError("block must be a multiple of 8")
@@ -97,8 +98,9 @@ def compare_blocks(
     bits = np.empty((n + 7) // 8, dtype=np.uint8)
     bitwise_ok = 0 <= eta < BF16_MIN_RELATIVE_GAP
     on_cpu = a.device.type == "cpu" and b.device.type == "cpu"
-    if bitwise_ok and on_cpu and a.dtype == b.dtype == torch.bfloat16:
-        # the common case: one pass of the compiled kernel over the whole tensor
+    stored_16_or_32 = {a.dtype, b.dtype} <= ({torch.bfloat16, torch.float32} if cast_to_bf16 else {torch.bfloat16})
+    if bitwise_ok and on_cpu and stored_16_or_32:
+        # the common case: one pass of the compiled kernel (fp32 rounded to bf16 inside it)
         return bits, *bf16_probe(a.contiguous(), b.contiguous(), bits, eta=eta, atol=atol)
     changed_eta = changed_abs = 0
     for start in range(0, n, block):
