@@ -341,8 +341,9 @@ class Checkpoint:
         return t
 
     def byte_span(self, name: str) -> tuple[Path, int, int]:
-        """(file, offset, length) of the bytes that hold ``name`` on disk; for a fused MoE
-        expert, those of the whole fused tensor."""
+        """(file, offset, length) of the bytes that hold ``name`` on disk. A fused MoE expert
+        is a contiguous slice of its fused tensor: ``[E, A, B]`` row-major, one expert's
+        ``A × B`` block, or rows ``r0:r1`` of it for gate/up."""
         src = self._source(name)
         if src.file not in self._headers:
             with open(self.path / src.file, "rb") as fh:  # the safetensors layout: u64 length, JSON
@@ -350,7 +351,13 @@ class Checkpoint:
                 self._headers[src.file] = (8 + length, json.loads(fh.read(length)))
         data_start, header = self._headers[src.file]
         begin, end = header[src.key]["data_offsets"]
-        return self.path / src.file, data_start + begin, end - begin
+        if src.expert is None:
+            return self.path / src.file, data_start + begin, end - begin
+        experts, rows, cols = header[src.key]["shape"]
+        itemsize = (end - begin) // (experts * rows * cols)
+        first, last = src.rows if src.rows is not None else (0, rows)
+        offset = (src.expert * rows + first) * cols * itemsize
+        return self.path / src.file, data_start + begin + offset, (last - first) * cols * itemsize
 
     def prefetch(self, name: str) -> None:
         """Ask the OS to start reading ``name``'s bytes into the page cache and return
