@@ -10,6 +10,7 @@ is parsed again and checked before it replaces the file.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -107,7 +108,7 @@ def pin_revisions(config_path: str | os.PathLike, manifests: str | os.PathLike) 
     for pin in pins:
         _replace_revision(lines, pin)
     new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
-    expected = yaml.safe_load(text)
+    expected = copy.deepcopy(config)
     for pin in pins:
         expected["checkpoints"][pin.checkpoint]["revision"] = pin.commit
     if yaml.safe_load(new_text) != expected:  # guards the line edits above
