@@ -535,20 +535,14 @@ def _generate(base, ft, plan, dtype, dev, readahead) -> Iterator[TensorPair]:
     # best effort: a failed prefetch is not reported, the load of that tensor reports it
     pool = ThreadPoolExecutor(1, thread_name_prefix="readahead") if readahead else None
     try:
-        yield from _generate_pairs(base, ft, plan, dtype, dev, pool)
+        for i, (logical, bn, fn, note) in enumerate(plan):
+            if pool is not None and i + 1 < len(plan):
+                pool.submit(_prefetch_pair, base, ft, plan[i + 1][1], plan[i + 1][2])
+            b, f = base.load(bn), ft.load(fn)
+            b_dtype, f_dtype = b.dtype, f.dtype
+            b = b.to(device=dev, dtype=dtype if dtype is not None else b_dtype)
+            f = f.to(device=dev, dtype=dtype if dtype is not None else f_dtype)
+            yield TensorPair(classify(logical), b, f, b_dtype, f_dtype, note)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)  # no fadvise on a closed checkpoint
-
-
-def _generate_pairs(base, ft, plan, dtype, dev, pool) -> Iterator[TensorPair]:
-    for i, (logical, bn, fn, note) in enumerate(plan):
-        if pool is not None and i + 1 < len(plan):
-            pool.submit(_prefetch_pair, base, ft, plan[i + 1][1], plan[i + 1][2])
-        b, f = base.load(bn), ft.load(fn)
-        b_dtype, f_dtype = b.dtype, f.dtype
-        target_b = dtype if dtype is not None else b_dtype
-        target_f = dtype if dtype is not None else f_dtype
-        b = b.to(device=dev, dtype=target_b)
-        f = f.to(device=dev, dtype=target_f)
-        yield TensorPair(classify(logical), b, f, b_dtype, f_dtype, note)
