@@ -25,6 +25,8 @@ from offprincipal.figures.common import ArtifactInputError, pooled_overlap
 from offprincipal.io import write_json
 from offprincipal.render import handled, render_artifact
 
+from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py
+
 SIZES = dict(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, vocab_size=64)
 KINDS = ["q", "k", "v", "o", "gate", "up", "down"]
 METRICS = dict(eta=1e-3, abs_tolerance=1e-5, angle_ks=[1, 2, 4, 8], report_k=4, principal_rank_k=4, mask_alpha=0.5)
@@ -100,12 +102,6 @@ def render(world, name, out_dir, inputs=None, spec=None):
         pairs={p: world["pairs"][p] for p in spec["pairs"]}, synthetic=True, config_name="test", metrics=METRICS,
     )
     return outs
-
-
-def changed_bitwise(a: torch.Tensor, b: torch.Tensor) -> int:
-    ia, ib = a.view(torch.int16), b.view(torch.int16)
-    both_zero = ((ia & 0x7FFF) == 0) & ((ib & 0x7FFF) == 0)
-    return int(((ia != ib) & ~both_zero).sum())
 
 
 def test_every_artifact_of_the_catalogue_is_handled():

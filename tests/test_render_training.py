@@ -35,6 +35,8 @@ from offprincipal.io import write_json
 from offprincipal.render import handled, render_artifact
 from offprincipal.training.masks import load_masks
 
+from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py
+
 pytest.importorskip("trl")
 
 TASK = "add_sub_d1"
@@ -158,12 +160,6 @@ def render(world, name, out_dir, inputs=None, spec=None):
                     pairs={p: world["pairs"][p] for p in spec["pairs"]}, runs=runs, synthetic=False,
                     config_name="test", metrics=METRICS)
     return outs
-
-
-def changed_bitwise(a: torch.Tensor, b: torch.Tensor) -> int:
-    ia, ib = a.view(torch.int16), b.view(torch.int16)
-    both_zero = ((ia & 0x7FFF) == 0) & ((ib & 0x7FFF) == 0)
-    return int(((ia != ib) & ~both_zero).sum())
 
 
 def test_training_artifacts_are_handled():
