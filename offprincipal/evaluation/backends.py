@@ -123,13 +123,12 @@ def model_args(backend: str, checkpoint_dir, *, context: int, seed: int, backend
 
 
 def build_lm(backend: str, args: dict):
-    """The lm-eval model object of a backend (imports vllm only here)."""
+    """The lm-eval model object of a backend, recording which responses hit the budget
+    (:mod:`offprincipal.evaluation.finish`); vllm is imported only here."""
+    from offprincipal.evaluation import finish
+
     if backend == "hf":
-        from lm_eval.models.huggingface import HFLM
-
-        return HFLM(**args)
+        return finish.recording_hflm()(**args)
     if backend == "vllm":
-        from lm_eval.models.vllm_causallms import VLLM
-
-        return VLLM(**args)
+        return finish.recording_vllm()(**args)
     raise ValueError(f"unknown backend {backend!r}; known: {list(BACKENDS)}")

@@ -33,7 +33,8 @@ BOOTSTRAP = {"n_boot": 10000, "seed": 0}
 
 SCORE_LABELS = {
     "is_equiv": "primary (Evalchemy): last \\boxed{} answer, lm-eval hendrycks_math is_equiv against the gold",
-    "math_verify": "secondary (not Evalchemy): math-verify verify(parse('\\boxed{gold}'), parse(response))",
+    "math_verify": "secondary (not Evalchemy): math-verify verify(parse('\\boxed{gold}'), parse(last \\boxed{} "
+                   "of the response, or the whole response when it has none))",
     "toy_verifier": "primary: offprincipal.toy.task.is_correct (final integer after the last '=')",
 }
 MATH_SCORES = ("is_equiv", "math_verify")

@@ -96,7 +96,7 @@ def _check_config(task: str, cfg: dict, expected: dict) -> None:
 
 
 def _task_record(task: str, entry: dict, suite: dict, samples: list[dict], lm_eval_metrics: dict, data: dict,
-                 count_tokens: Callable[[str], int] | None, context: int | None) -> tuple[dict, list[dict]]:
+                 count_tokens: Callable[[str], int] | None, context: int | None, finish_log) -> tuple[dict, list[dict]]:
     k = entry["k"]
     toy = suites.is_toy(task)
     score_names = TOY_SCORES if toy else MATH_SCORES
@@ -129,7 +129,10 @@ def _task_record(task: str, entry: dict, suite: dict, samples: list[dict], lm_ev
                 raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: lm-eval scored {metric_of[s]} = {theirs}, "
                                       f"the result writer {ours}")
             correct[s].append(outcome[s])
-        truncated = [None if count_tokens is None else count_tokens(r) >= budget for r in responses]
+        try:
+            truncated = [None if finish_log is None else finish_log.pop(r) for r in responses]
+        except KeyError as err:
+            raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: {err.args[0]}") from None
         truncated_all += truncated
         distinct.append(len(set(responses)))
         ids.append(doc["id"])
@@ -150,8 +153,10 @@ def _task_record(task: str, entry: dict, suite: dict, samples: list[dict], lm_ev
         "problem_ids": ids,
         "primary": score_names[0],
         "scores": {s: score_summary(s, correct[s], k) for s in score_names},
-        "truncation_rate": (None if count_tokens is None else sum(truncated_all) / len(truncated_all)),
-        "truncation_rule": "a response that re-tokenises to >= max_gen_toks tokens (hit the budget, no EOS)",
+        "truncation_rate": (None if finish_log is None else sum(truncated_all) / len(truncated_all)),
+        "truncation_rule": "generation reached max_gen_toks without EOS (vLLM finish_reason 'length'; "
+                           "transformers: no EOS id in a budget-long continuation); null when the model "
+                           "object does not record it",
         "mean_distinct_responses": sum(distinct) / len(distinct),
         "lm_eval_metrics": lm_eval_metrics,
     }
@@ -179,7 +184,7 @@ def _run(lm, manager, names: dict, task_objs: dict, *, suite: dict, datasets_dir
         metrics = {key: value for key, value in out["results"][name].items() if key not in ("name", "alias")}
         data = _data_provenance(task, entry, datasets_dir)
         records[task], task_lines = _task_record(task, entry, suite, out["samples"][name], metrics, data,
-                                                 count_tokens, context)
+                                                 count_tokens, context, getattr(lm, "finish_log", None))
         lines += task_lines
     result = {
         "schema": SCHEMA,
@@ -238,7 +243,7 @@ def evaluate(checkpoint_dir, *, suite: dict, backend: str, backend_args: dict | 
             "longest_prompt_tokens": longest, "max_position_embeddings": positions, "threads": int(threads)})
         return _run(lm, manager, names, task_objs, suite=suite, datasets_dir=datasets_dir, header=header,
                     result_path=result_path, samples_path=samples_path,
-                    count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
+                    count_tokens=lambda text: len(tokenizer(text).input_ids),
                     context=context)
 
 
@@ -247,7 +252,8 @@ def evaluate_lm(lm, *, suite: dict, result_path, samples_path, checkpoint_id: st
                 backend_name: str | None = None) -> dict:
     """:func:`evaluate` with an lm-eval model object built by the caller (any ``lm_eval.api.model.LM``).
 
-    Without ``count_tokens`` the truncation flags are unknown (null).
+    The truncation flags come from the model's ``finish_log`` (:mod:`offprincipal.evaluation.finish`)
+    and are null without one; ``count_tokens`` enables the check that no prompt was truncated.
     """
     suite = suites.with_defaults(suite)
     with tempfile.TemporaryDirectory(prefix="offprincipal-eval-") as tmp:

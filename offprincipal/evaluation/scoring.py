@@ -11,10 +11,13 @@ written as the integer (``"27"``) first, because ``is_equiv("27.0", "27")`` is f
 Evalchemy's own AMC23 golds are ints.
 
 Secondary score (``math_verify``), clearly not Evalchemy's: math-verify's
-``verify(parse("\\boxed{gold}"), parse(response))`` with its default extraction (LaTeX and
-plain expressions anywhere in the response, a boxed answer preferred), the form verl's
-math-verify reward uses. It accepts equal values in other spellings (``0.5`` for ``\\frac12``)
-and answers without a box, so it is an upper reference for extraction failures.
+``verify(parse("\\boxed{gold}"), parse(target))`` where ``target`` is the response's last
+``\\boxed{...}`` (the same answer the primary score reads) or, when the response has none,
+the whole response (math-verify then extracts LaTeX or a plain expression itself). It
+accepts equal values in other spellings (``27.0`` for ``27``, ``\\{3\\}``, ``\\text{10}``) and
+unboxed answers, so the gap to the primary score measures strictness and missing boxes.
+The last box is taken explicitly because math-verify alone prefers an earlier box when a
+response boxes several values.
 
 Results are memoised on ``(gold, response)``: lm-eval's ``process_results`` and the result
 writer score the same strings, and math-verify is the slow part.
@@ -68,8 +71,16 @@ def math_verify_correct(gold: str, response: str) -> bool:
     gold_parsed = parse("\\boxed{" + normalize_gold(gold) + "}", parsing_timeout=timeout)
     if not gold_parsed:
         raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
-    pred = parse(response, parsing_timeout=timeout)
+    pred = parse(math_verify_target(response), parsing_timeout=timeout)
     return bool(verify(gold_parsed, pred, timeout_seconds=timeout))
+
+
+def math_verify_target(response: str) -> str:
+    """What the secondary score parses: the last ``\\boxed{...}`` of a response, else the whole response."""
+    from lm_eval.tasks.hendrycks_math.utils import last_boxed_only_string
+
+    boxed = last_boxed_only_string(response)
+    return response if boxed is None else boxed
 
 
 def toy_correct(problem: dict, response: str) -> bool:
