@@ -84,7 +84,11 @@ def test_hf_args(tmp_path):
 def test_truncation_flags_from_the_engines_output():
     from types import SimpleNamespace
 
-    from offprincipal.evaluation.finish import FinishLog, hf_truncated, record_vllm_outputs
+    from offprincipal.evaluation.finish import (
+        FinishLog,
+        hf_truncated,
+        record_vllm_outputs,
+    )
 
     eos = {2, 7}
     assert hf_truncated([5, 6, 5, 6], budget=4, eos_ids=eos)        # budget reached, no EOS

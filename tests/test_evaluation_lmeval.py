@@ -18,7 +18,13 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 import torch  # noqa: E402
 from lm_eval.api.model import LM  # noqa: E402
 
-from offprincipal.evaluation import evaluate, evaluate_lm, paired_difference, read_result, read_samples  # noqa: E402
+from offprincipal.evaluation import (  # noqa: E402
+    evaluate,
+    evaluate_lm,
+    paired_difference,
+    read_result,
+    read_samples,
+)
 from offprincipal.evaluation.backends import BudgetError  # noqa: E402
 from offprincipal.evaluation.benchmarks import BENCHMARKS  # noqa: E402
 from offprincipal.evaluation.results import ResultError  # noqa: E402

@@ -11,7 +11,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from offprincipal.evaluation import PAPER_DEFAULTS, TASKS_DIR, with_defaults, write_task_dir  # noqa: E402
+from offprincipal.evaluation import (  # noqa: E402
+    PAPER_DEFAULTS,
+    TASKS_DIR,
+    with_defaults,
+    write_task_dir,
+)
 from offprincipal.evaluation.benchmarks import BENCHMARKS  # noqa: E402
 from offprincipal.evaluation.suites import SuiteError, generation_kwargs  # noqa: E402
 from offprincipal.toy.task import build_datasets  # noqa: E402
@@ -21,7 +26,8 @@ def test_paper_defaults_are_the_papers_settings():
     # arXiv 2511.08567 App. C.2: T 0.7, top-p 0.8, avg@64 / 64 / 32 / 2
     s = with_defaults({})
     assert {t: e["k"] for t, e in s["tasks"].items()} == {"aime24": 64, "aime25": 64, "amc23": 32, "math500": 2}
-    assert (s["temperature"], s["top_p"], s["max_gen_toks"], s["chat_template"], s["limit"]) == (0.7, 0.8, 32768, True, None)
+    settings = (s["temperature"], s["top_p"], s["max_gen_toks"], s["chat_template"], s["limit"])
+    assert settings == (0.7, 0.8, 32768, True, None)
     assert s == with_defaults(PAPER_DEFAULTS)
     gen = generation_kwargs(s)
     assert gen == {"until": [], "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 0, "max_gen_toks": 32768}

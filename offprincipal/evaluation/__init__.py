@@ -16,7 +16,12 @@ The static lm-eval task definitions live in ``offprincipal/evaluation/tasks/`` (
 
 from offprincipal.evaluation.results import paired_difference, read_result, read_samples
 from offprincipal.evaluation.runner import evaluate, evaluate_lm
-from offprincipal.evaluation.suites import PAPER_DEFAULTS, TASKS_DIR, with_defaults, write_task_dir
+from offprincipal.evaluation.suites import (
+    PAPER_DEFAULTS,
+    TASKS_DIR,
+    with_defaults,
+    write_task_dir,
+)
 
 __all__ = [
     "PAPER_DEFAULTS",

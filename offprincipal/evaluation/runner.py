@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import os
 import platform
 import tempfile
 import time
@@ -21,8 +20,14 @@ from typing import Callable
 
 from offprincipal.evaluation import backends, scoring, suites
 from offprincipal.evaluation.benchmarks import file_sha256, load_rows
-from offprincipal.evaluation.results import (MATH_SCORES, SCHEMA, TOY_SCORES, score_summary, write_result,
-                                             write_samples)
+from offprincipal.evaluation.results import (
+    MATH_SCORES,
+    SCHEMA,
+    TOY_SCORES,
+    score_summary,
+    write_result,
+    write_samples,
+)
 
 
 class EvaluationError(RuntimeError):
@@ -110,7 +115,8 @@ def _task_record(task: str, entry: dict, suite: dict, samples: list[dict], lm_ev
         responses = sample["filtered_resps"][0]
         if isinstance(responses, str) or len(responses) != k:
             got = 1 if isinstance(responses, str) else len(responses)
-            raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: lm-eval returned {got} responses, expected k = {k}")
+            raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: lm-eval returned {got} responses, "
+                                  f"expected k = {k}")
         prompt = sample["arguments"][0][0]
         if count_tokens is not None and context is not None and count_tokens(prompt) + budget > context:
             raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: the rendered prompt does not fit the "
@@ -126,8 +132,8 @@ def _task_record(task: str, entry: dict, suite: dict, samples: list[dict], lm_ev
             ours = sum(outcome[s]) / k
             theirs = sample.get(metric_of[s])
             if theirs is None or abs(ours - theirs) > 1e-12:
-                raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: lm-eval scored {metric_of[s]} = {theirs}, "
-                                      f"the result writer {ours}")
+                raise EvaluationError(f"task {task!r}, problem {doc['id']!r}: lm-eval scored {metric_of[s]} = "
+                                      f"{theirs}, the result writer {ours}")
             correct[s].append(outcome[s])
         try:
             truncated = [None if finish_log is None else finish_log.pop(r) for r in responses]
@@ -205,8 +211,8 @@ def _run(lm, manager, names: dict, task_objs: dict, *, suite: dict, datasets_dir
 def _header(checkpoint_id: str, checkpoint_dir, provenance: dict, backend: dict) -> dict:
     if not isinstance(provenance, dict):
         raise TypeError(f"checkpoint {checkpoint_id!r}: provenance must be a dict, got {type(provenance).__name__}")
-    return {"checkpoint": {"id": checkpoint_id, "dir": None if checkpoint_dir is None else str(Path(checkpoint_dir).resolve()),
-                           "provenance": provenance},
+    directory = None if checkpoint_dir is None else str(Path(checkpoint_dir).resolve())
+    return {"checkpoint": {"id": checkpoint_id, "dir": directory, "provenance": provenance},
             "backend": backend}
 
 

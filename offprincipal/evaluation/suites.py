@@ -147,7 +147,7 @@ def with_defaults(suite: dict | None = None) -> dict:
     if not isinstance(filled["chat_template"], bool):
         raise SuiteError(f"suite 'chat_template' must be true or false, got {filled['chat_template']!r}")
     if toy and filled["chat_template"]:
-        raise SuiteError(f"suite 'chat_template' must be false for toy tasks {toy}: the toy tokenizer's prompt is raw text")
+        raise SuiteError(f"suite 'chat_template' must be false for toy tasks {toy}: the toy prompt is raw text")
 
     filled["temperature"] = _number(filled["temperature"], "temperature")
     if filled["temperature"] < 0:

@@ -15,6 +15,7 @@ import datasets
 from offprincipal.evaluation import scoring
 from offprincipal.evaluation.benchmarks import benchmark, load_rows
 
+
 def math_docs(name: str, data_file=None, sha256=None) -> tuple[list[dict], dict]:
     """Uniform documents ``{id, problem, answer}`` of a math benchmark, and the data provenance.
 
