@@ -103,3 +103,29 @@ def test_truncation_flags_from_the_engines_output():
     assert (log.pop("a \\boxed{1}"), log.pop("long..."), log.pop("x")) == (False, True, False)
     with pytest.raises(KeyError, match="no generation record"):
         log.pop("long...")
+
+
+def test_hf_backend_ignores_the_checkpoints_sampling_defaults(tmp_path):
+    # a checkpoint's generation_config.json (Qwen ships top_k 20, repetition_penalty 1.05) must not
+    # change what the hf backend samples: only the suite's settings apply, as with vLLM
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    from offprincipal.evaluation.finish import recording_hflm
+    from offprincipal.training.tiny import word_tokenizer
+
+    tok = word_tokenizer(["a", "b"])
+    tok.save_pretrained(tmp_path)
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(do_sample=True, top_k=20, repetition_penalty=1.05, temperature=0.6,
+                                               top_p=0.95, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id)
+    model.save_pretrained(tmp_path)
+    lm = recording_hflm()(pretrained=str(tmp_path), device="cpu", dtype="float32", batch_size=2, max_length=64)
+    gen = lm.model.generation_config
+    assert (gen.do_sample, gen.top_k, gen.repetition_penalty, gen.temperature, gen.top_p) == (None,) * 5
+    assert gen.eos_token_id == tok.eos_token_id and gen.pad_token_id == tok.pad_token_id
+    assert next(lm.model.parameters()).dtype == torch.float32  # computing in fp32 on the stored bf16 values

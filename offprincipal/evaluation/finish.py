@@ -51,6 +51,17 @@ def record_vllm_outputs(outputs, sampling_params, log: FinishLog) -> None:
         log.add(text, completion.finish_reason == "length")
 
 
+def neutral_generation_config(model) -> None:
+    """Drop a checkpoint's sampling defaults (``generation_config.json``: e.g. Qwen's top_k 20 and
+    repetition_penalty 1.05), keeping its special-token ids, so that ``generate`` samples with the
+    suite's settings alone, as lm-eval's vLLM path does (it builds ``SamplingParams`` itself)."""
+    from transformers import GenerationConfig
+
+    old = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=old.bos_token_id, eos_token_id=old.eos_token_id, pad_token_id=old.pad_token_id)
+
+
 def recording_hflm():
     """``HFLM`` subclass that fills ``finish_log`` on every generate call."""
     from lm_eval.models.huggingface import HFLM
@@ -62,6 +73,7 @@ def recording_hflm():
             if self.think_end_token is not None:
                 raise ValueError("truncation records do not support think_end_token (Evalchemy keeps the thinking)")
             self.finish_log = FinishLog()
+            neutral_generation_config(self.model)
             ids = self.model.generation_config.eos_token_id
             ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
             self._eos_ids = {int(i) for i in ids} | {int(self.eot_token_id)}
