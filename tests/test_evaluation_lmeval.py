@@ -208,6 +208,10 @@ def test_toy_task_through_the_hf_backend_and_paired_comparison(tmp_path, toy_wor
             if not truncated:
                 assert len(text) <= 11
     assert lines[0]["responses"] != read_samples(tmp_path / "s2.jsonl.gz")[0]["responses"]  # the seed is used
+    evaluate(model, suite={**suite, "seed": 1}, backend="hf", backend_args={"batch_size": 8},
+             result_path=tmp_path / "again.json", samples_path=tmp_path / "again.jsonl.gz",
+             provenance={"run": "toy", "step": 1}, datasets_dir=datasets_dir)
+    assert read_samples(tmp_path / "again.jsonl.gz") == lines  # and the same seed repeats the run
 
     diff = paired_difference(tmp_path / "r1.json", tmp_path / "r2.json", "toy:mul_mix_d3", n_boot=200, seed=0)
     acc = [r["tasks"]["toy:mul_mix_d3"]["scores"]["toy_verifier"]["per_problem"] for r in results]
