@@ -21,6 +21,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/artifacts.smk"
 
@@ -29,3 +30,4 @@ rule all:
     default_target: True
     input:
         all_artifact_outputs(),
+        all_evaluation_outputs(),

@@ -11,7 +11,9 @@ different inputs. ``needs`` names the per-pair files the workflow must provide:
 * ``jaccard``  — ``crossrun/{artifact}.csv`` over the artifact's pairs (one Jaccard per run pair)
 * ``manifests`` — the base and fine-tuned checkpoint manifests (e.g. an intervention record)
 * ``runlog``   — the training run directory of each pair's fine-tuned checkpoint (``metrics.jsonl``)
-* ``eval``     — held-out pass@1 of each pair's base and fine-tuned checkpoint (``eval/{ckpt}.json``)
+* ``eval``     — the evaluation of each pair's base and fine-tuned checkpoint on the artifact's
+  ``suite`` (``eval/{suite}/{ckpt}.json``) and the paired comparisons of its contrasts
+  (``eval/paired/{artifact}.csv``; :func:`evaluation_contrasts`)
 
 The artifacts after Fig. 18 in this table need training runs, so only configs with a toy
 world (or, later, verl runs) render them.
@@ -154,6 +156,15 @@ ARTIFACTS: dict[str, Artifact] = {
         "base coordinates; rotated ones have no elementwise correspondence and are compared as stored. "
         "Dashed: the independent-Bernoulli baseline.",
     ),
+    "table1_acc": Artifact(
+        "table",
+        ("updates", "eval"),
+        "Table 1 with accuracy — update sparsity beside benchmark accuracy",
+        "For each pair of Table 1: the bf16 update sparsity of the fine-tuned checkpoint (eta rule) beside the "
+        "pass@1 (avg@k) of the base and the fine-tuned checkpoint on each task of the evaluation suite, with "
+        "95% bootstrap intervals over problems, and the fine-tune's gain over its base with a paired bootstrap "
+        "interval (problems resampled jointly). A view the paper does not print.",
+    ),
     "fig9": Artifact(
         "figure",
         ("runlog", "eval"),
@@ -254,9 +265,32 @@ def artifact_inputs(
     if "runlog" in needs:
         inputs["runs"] = [f"{results}/runs/{_run_of(name, c, checkpoints)}" for c in finetuned]
     if "eval" in needs:
-        inputs["base_eval"] = per_checkpoint("eval", ".json", base)
-        inputs["ft_eval"] = per_checkpoint("eval", ".json", finetuned)
+        suite = spec["suite"]
+        inputs["base_eval"] = per_checkpoint(f"eval/{suite}", ".json", base)
+        inputs["ft_eval"] = per_checkpoint(f"eval/{suite}", ".json", finetuned)
+        inputs["paired"] = [f"{results}/eval/paired/{name}.csv"]
     return inputs
+
+
+def evaluation_contrasts(spec: Mapping, pairs: Mapping) -> list[tuple[str, str]]:
+    """The paired accuracy comparisons (checkpoint a, checkpoint b; a minus b) an artifact shows:
+    each pair's fine-tune against its base, each fine-tune against the ``reference`` pair's
+    fine-tune, then the spec's explicit ``contrasts``; each once, in that order."""
+    out: list[tuple[str, str]] = []
+
+    def add(a: str, b: str) -> None:
+        if a != b and (a, b) not in out:
+            out.append((a, b))
+
+    for pid in spec["pairs"]:
+        add(pairs[pid]["finetuned"], pairs[pid]["base"])
+    if spec.get("reference"):
+        ref = pairs[spec["reference"]]["finetuned"]
+        for pid in spec["pairs"]:
+            add(pairs[pid]["finetuned"], ref)
+    for a, b in spec.get("contrasts", []):
+        add(a, b)
+    return out
 
 
 def _run_of(name: str, ckpt: str, checkpoints: Mapping) -> str:

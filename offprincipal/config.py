@@ -94,10 +94,12 @@ def check_references(config: dict) -> None:
                 raise _invalid(f"pairs.{pid}.{side}", f"unknown checkpoint '{pair[side]}'")
         if pair["base"] == pair["finetuned"]:
             raise _invalid(f"pairs.{pid}", "base and finetuned are the same checkpoint")
+    _check_evaluations(config)
     for aid, art in config.get("artifacts", {}).items():
         for i, pid in enumerate(art["pairs"]):
             if pid not in config["pairs"]:
                 raise _invalid(f"artifacts.{aid}.pairs[{i}]", f"unknown pair '{pid}'")
+        _check_artifact_evaluation(config, aid, art)
     m = config.get("metrics", {})
     top_k = m.get("svd_top_k", 128)
     for key in ("principal_rank_k", "report_k"):
@@ -129,3 +131,47 @@ def _check_run_checkpoint(config: dict, cid: str, ck: dict) -> None:
     saved = list(run["spec"].get("save_steps", []))
     if ck["step"] != "final" and ck["step"] not in saved:
         raise _invalid(f"checkpoints.{cid}.step", f"run '{ck['run']}' saves steps {saved} (and 'final'), not {ck['step']}")
+
+
+def _check_evaluations(config: dict) -> None:
+    from offprincipal.evaluation.suites import SuiteError, is_toy, with_defaults
+
+    ev = config.get("evaluations", {})
+    for sid, suite in ev.get("suites", {}).items():
+        settings = {k: v for k, v in suite.items() if k != "note"}
+        try:
+            with_defaults(settings)
+        except SuiteError as err:
+            raise _invalid(f"evaluations.suites.{sid}", str(err)) from None
+        if any(is_toy(t) for t in suite["tasks"]) and "toy" not in config:
+            raise _invalid(f"evaluations.suites.{sid}.tasks", "toy tasks read the toy world's datasets: add a 'toy' section")
+    for sid, ckpts in ev.get("checkpoints", {}).items():
+        if sid not in ev.get("suites", {}):
+            raise _invalid(f"evaluations.checkpoints.{sid}", f"unknown suite '{sid}' (define it under evaluations.suites)")
+        for i, cid in enumerate(ckpts):
+            if cid not in config["checkpoints"]:
+                raise _invalid(f"evaluations.checkpoints.{sid}[{i}]", f"unknown checkpoint '{cid}'")
+
+
+def _check_artifact_evaluation(config: dict, aid: str, art: dict) -> None:
+    from offprincipal.artifacts import ARTIFACTS
+
+    suites = config.get("evaluations", {}).get("suites", {})
+    reads_eval = aid in ARTIFACTS and "eval" in ARTIFACTS[aid].needs
+    for key in ("suite", "reference", "contrasts"):
+        if key in art and not reads_eval:
+            raise _invalid(f"artifacts.{aid}.{key}", f"artifact '{aid}' reads no evaluation")
+    if not reads_eval:
+        return
+    if "suite" not in art:
+        raise _invalid(f"artifacts.{aid}", f"artifact '{aid}' reads evaluations: name the suite ('suite: <id>')")
+    if art["suite"] not in suites:
+        raise _invalid(f"artifacts.{aid}.suite", f"unknown suite '{art['suite']}' (define it under evaluations.suites)")
+    if "reference" in art and art["reference"] not in art["pairs"]:
+        raise _invalid(f"artifacts.{aid}.reference", f"'{art['reference']}' is not one of the artifact's pairs")
+    for i, contrast in enumerate(art.get("contrasts", [])):
+        for cid in contrast:
+            if cid not in config["checkpoints"]:
+                raise _invalid(f"artifacts.{aid}.contrasts[{i}]", f"unknown checkpoint '{cid}'")
+        if contrast[0] == contrast[1]:
+            raise _invalid(f"artifacts.{aid}.contrasts[{i}]", "compares a checkpoint with itself")

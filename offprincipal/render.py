@@ -20,7 +20,8 @@ from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
 from offprincipal.figures.runlog import TrainingContext
 from offprincipal.io import write_table
 
-TABLES = {"table1": tables.table1, "table2": tables.table2, "table4": tables.table4, "table5": tables.table5}
+TABLES = {"table1": tables.table1, "table1_acc": tables.table1_acc, "table2": tables.table2, "table4": tables.table4,
+          "table5": tables.table5}
 
 __all__ = ["render_artifact", "handled", "ArtifactInputError"]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from offprincipal.checkpoints.naming import classify
+from offprincipal.figures import accuracy as acc
 from offprincipal.figures.common import ArtifactInputError, Context, read_csv
 from offprincipal.figures.runlog import (
     ADAPTER_NAMES,
@@ -21,7 +22,6 @@ from offprincipal.figures.runlog import (
     PROJ_KINDS,
     checkpoint_step,
     mask_text,
-    read_evals,
     read_runs,
     read_updates,
     sparsity,
@@ -168,13 +168,15 @@ def table2(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---------------------------------------------------------------------------- Tables 4 and 5
 
 
-def _trainable_share(ctx: Context, run) -> tuple[float, str]:
-    """Share of q/k/v/o/gate/up/down entries the run could change, Σ mask / Σ numel over
-    its ``masks.npz`` (1 for dense runs, NaN for adapter runs), and its display text."""
+def _trainable(ctx: Context, run, updates: pd.DataFrame) -> tuple[float, float, str]:
+    """Share and number of q/k/v/o/gate/up/down entries the run could change: Σ mask over its
+    ``masks.npz`` for masked runs, every projection entry for dense runs, NaN for adapter runs;
+    and the share's display text."""
+    proj_numel = int(updates.loc[updates["kind"].isin(PROJ_KINDS), "numel"].sum())
     if run.adapter != "none":
-        return float("nan"), f"{ADAPTER_NAMES.get(run.adapter, run.adapter)} rank {run.rank}"
+        return float("nan"), float("nan"), f"{ADAPTER_NAMES.get(run.adapter, run.adapter)} rank {run.rank}"
     if run.mask == "none":
-        return 1.0, "all"
+        return 1.0, float(proj_numel), "all"
     path = run.path / MASK_FILE
     if not path.is_file():
         raise ArtifactInputError(f"{ctx.name}: input file {path} (trainable-entry masks of a {run.mask!r}-masked run) "
@@ -187,61 +189,135 @@ def _trainable_share(ctx: Context, run) -> tuple[float, str]:
                 total += int(np.prod(mf.shape(name)))
     if total == 0:
         raise ArtifactInputError(f"{ctx.name}: input file {path} (trainable-entry masks) holds no projection masks")
+    if total != proj_numel:
+        raise ArtifactInputError(f"{ctx.name}: input file {path} masks {total} projection entries, the pair's "
+                                 f"updates count {proj_numel}")
     share = on / total
-    return share, f"{100 * share:.2f}"
+    return share, float(on), f"{100 * share:.2f}"
+
+
+def _accuracy_columns(prefix: str, acc) -> dict:
+    return {f"{prefix}": acc.value, f"{prefix}_lo": acc.lo, f"{prefix}_hi": acc.hi}
+
+
+def _difference_columns(prefix: str, d) -> dict:
+    if d is None:
+        return {prefix: np.nan, f"{prefix}_lo": np.nan, f"{prefix}_hi": np.nan}
+    return {prefix: d.diff, f"{prefix}_lo": d.lo, f"{prefix}_hi": d.hi}
+
+
+def _task_keys(result: dict) -> list[str]:
+    """The suite's tasks and, for several, the average (the paper's last accuracy column)."""
+    tasks = acc.tasks_of(result)
+    return tasks + ([acc.AVERAGE] if len(tasks) > 1 else [])
+
+
+def _acc_text(table: pd.DataFrame, col: str) -> pd.Series:
+    return table.apply(lambda r: "" if pd.isna(r[col]) else
+                       f"{100 * r[col]:.1f} [{100 * r[col + '_lo']:.1f}, {100 * r[col + '_hi']:.1f}]", axis=1)
+
+
+def _diff_text(table: pd.DataFrame, col: str) -> pd.Series:
+    return table.apply(lambda r: "" if pd.isna(r[col]) else
+                       f"{100 * r[col]:+.1f} [{100 * r[col + '_lo']:+.1f}, {100 * r[col + '_hi']:+.1f}]", axis=1)
 
 
 def masked_runs_table(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tables 4 and 5: the base(s), then per pair its run's mask, trainable share, update
-    sparsity and held-out pass@1 (at the pair's checkpoint: final for Table 4, an
-    intermediate step for Table 5)."""
+    """Tables 4 and 5: the base(s), then per pair its run's mask, trainable entries, update
+    sparsity and pass@1 (avg@k) per task of the suite with 95% intervals, and the paired
+    difference to the reference (dense) run and to the base (at the pair's checkpoint: final
+    for Table 4, an intermediate step for Table 5)."""
     pids = ctx.pair_ids
     runs = read_runs(ctx)
-    ft_evals = read_evals(ctx, "ft")
-    base_evals = read_evals(ctx, "base")
-    updates = ctx.files("updates")
-    manifests = ctx.files("ft_manifests")
-    rows, base_acc = [], {}
-    for pid, ev in zip(pids, base_evals):
-        ckpt = ctx.pairs[pid].get("base", pid)
-        if ckpt in base_acc:
+    ft_results = acc.evaluations(ctx, "ft")
+    base_results = acc.evaluations(ctx, "base")
+    paired = acc.read_paired(ctx)
+    keys = _task_keys(ft_results[0])
+    ref_pair = ctx.spec.get("reference")
+    ref_ckpt = ctx.pairs[ref_pair]["finetuned"] if ref_pair else None
+    rows, seen_bases = [], set()
+    for pid, result in zip(pids, base_results):
+        ckpt = ctx.pairs[pid]["base"]
+        if ckpt in seen_bases:
             continue
-        base_acc[ckpt] = float(ev["pass_at_1"])
-        rows.append({"row": "base", "pair": "", "checkpoint": ckpt, "label": f"base ({ckpt})", "run": "",
-                     "step": np.nan, "mask": "", "adapter": "", "trainable_share": np.nan, "numel": np.nan,
-                     "changed_eta": np.nan, "update_sparsity_pct": np.nan, "proj_update_sparsity_pct": np.nan,
-                     "pass_at_1": float(ev["pass_at_1"]), "eval_problems": ev.get("problems", np.nan),
-                     "eval_samples": ev.get("samples", np.nan), "delta_pass_at_1_pp": np.nan, "trainable": ""})
-    for pid, run, ev, upd, man in zip(pids, runs, ft_evals, updates, manifests):
+        seen_bases.add(ckpt)
+        row = {"row": "base", "pair": "", "checkpoint": ckpt, "label": f"base ({ckpt})", "run": "", "step": np.nan,
+               "mask": "", "adapter": "", "trainable_share": np.nan, "trainable_params": np.nan, "numel": np.nan,
+               "changed_eta": np.nan, "update_sparsity_pct": np.nan, "proj_update_sparsity_pct": np.nan,
+               "trainable": "", "mask_text": "base"}
+        for key in keys:
+            row.update(_accuracy_columns(f"acc_{key}", acc.accuracy(result, key)))
+            row.update(_difference_columns(f"delta_ref_{key}", None))
+            row.update(_difference_columns(f"delta_base_{key}", None))
+        rows.append(row)
+    for pid, run, result, upd, man in zip(pids, runs, ft_results, ctx.files("updates"), ctx.files("ft_manifests")):
         df = read_updates(ctx, upd)
-        share, share_text = _trainable_share(ctx, run)
+        share, params, share_text = _trainable(ctx, run, df)
         step = checkpoint_step(ctx, man, run)
-        base = ctx.pairs[pid].get("base", pid)
-        acc = float(ev["pass_at_1"])
-        rows.append({
-            "row": "run", "pair": pid, "checkpoint": ctx.pairs[pid].get("finetuned", pid), "label": ctx.label(pid),
+        ckpt, base = ctx.pairs[pid]["finetuned"], ctx.pairs[pid]["base"]
+        row = {
+            "row": "run", "pair": pid, "checkpoint": ckpt, "label": ctx.label(pid),
             "run": run.run_id, "step": step if step is not None else np.nan, "mask": run.mask, "adapter": run.adapter,
-            "trainable_share": share, "numel": int(df["numel"].sum()), "changed_eta": int(df["changed_eta"].sum()),
+            "trainable_share": share, "trainable_params": params, "numel": int(df["numel"].sum()),
+            "changed_eta": int(df["changed_eta"].sum()),
             "update_sparsity_pct": 100.0 * sparsity(df),
             "proj_update_sparsity_pct": 100.0 * sparsity(df[df["kind"].isin(PROJ_KINDS)]),
-            "pass_at_1": acc, "eval_problems": ev.get("problems", np.nan), "eval_samples": ev.get("samples", np.nan),
-            "delta_pass_at_1_pp": 100.0 * (acc - base_acc[base]), "trainable": share_text,
-            "mask_text": mask_text(run),
-        })
+            "trainable": share_text, "mask_text": mask_text(run),
+        }
+        for key in keys:
+            row.update(_accuracy_columns(f"acc_{key}", acc.accuracy(result, key)))
+            ref = acc.difference(ctx, paired, ckpt, ref_ckpt, key) if ref_ckpt and ckpt != ref_ckpt else None
+            row.update(_difference_columns(f"delta_ref_{key}", ref))
+            row.update(_difference_columns(f"delta_base_{key}", acc.difference(ctx, paired, ckpt, base, key)))
+        rows.append(row)
     table = pd.DataFrame(rows)
     table["step"] = table["step"].astype("Int64")
-    md = pd.DataFrame({
+    ref_label = ctx.label(ref_pair) if ref_pair else "reference"
+    md = {
         "checkpoint": table["label"],
         "step": table["step"].map(lambda v: "" if pd.isna(v) else str(int(v))),
-        "mask": table["mask_text"].fillna("") if "mask_text" in table else table["mask"],
-        "trainable share of q/k/v/o/gate/up/down (%)": table["trainable"],
+        "mask": table["mask_text"],
+        "trainable entries of q/k/v/o/gate/up/down": table.apply(
+            lambda r: "" if pd.isna(r["trainable_params"]) else f"{int(r['trainable_params']):,} ({r['trainable']}%)"
+            if r["trainable"] not in ("", "all") else f"{int(r['trainable_params']):,} (all)", axis=1),
         "update sparsity (%)": table["update_sparsity_pct"].map(_pct),
-        "update sparsity, projections (%)": table["proj_update_sparsity_pct"].map(_pct),
-        "held-out pass@1 (%)": (100.0 * table["pass_at_1"]).map(_pct),
-        "Δ vs base (pp)": table["delta_pass_at_1_pp"].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}"),
-    })
-    table = table.drop(columns=["trainable", "mask_text"], errors="ignore")
-    return table, md
+    }
+    for key in keys:
+        md[f"{key} pass@1 (%) [95% CI]"] = _acc_text(table, f"acc_{key}")
+        md[f"{key}: Δ vs {ref_label} (pp) [paired 95% CI]"] = _diff_text(table, f"delta_ref_{key}")
+    md["Δ vs base (pp) [paired 95% CI]"] = _diff_text(table, f"delta_base_{keys[-1]}")
+    table = table.drop(columns=["trainable", "mask_text"])
+    return table, pd.DataFrame(md)
 
 
 table4 = table5 = masked_runs_table
+
+
+def table1_acc(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per pair: η-rule update sparsity beside the base's and the fine-tune's pass@1 on each task
+    of the suite (95% intervals) and the fine-tune's paired gain over its base."""
+    ft_results = acc.evaluations(ctx, "ft")
+    base_results = acc.evaluations(ctx, "base")
+    paired = acc.read_paired(ctx)
+    keys = _task_keys(ft_results[0])
+    rows = []
+    for pid, path, ft_res, base_res in zip(ctx.pair_ids, ctx.files("updates"), ft_results, base_results):
+        df = read_updates(ctx, path)
+        pair = ctx.pairs[pid]
+        row = {"pair": pid, "label": pair.get("label", pid), "algorithm": pair.get("algorithm", ""),
+               "kind": pair.get("kind", ""), "base": pair["base"], "finetuned": pair["finetuned"],
+               "sparsity_eta_pct": 100.0 * sparsity(df), "paper_sparsity_pct": pair.get("paper_sparsity", np.nan)}
+        for key in keys:
+            row.update(_accuracy_columns(f"base_acc_{key}", acc.accuracy(base_res, key)))
+            row.update(_accuracy_columns(f"ft_acc_{key}", acc.accuracy(ft_res, key)))
+            row.update(_difference_columns(f"gain_{key}",
+                                           acc.difference(ctx, paired, pair["finetuned"], pair["base"], key)))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    md = {"pair": table["label"], "algorithm": table["algorithm"],
+          "update sparsity (%)": table["sparsity_eta_pct"].map(_pct)}
+    for key in keys:
+        md[f"{key}: base pass@1 (%)"] = _acc_text(table, f"base_acc_{key}")
+        md[f"{key}: fine-tuned pass@1 (%)"] = _acc_text(table, f"ft_acc_{key}")
+        md[f"{key}: gain (pp) [paired 95% CI]"] = _diff_text(table, f"gain_{key}")
+    return table, pd.DataFrame(md)

@@ -2,14 +2,15 @@
 real tiny runs.
 
 The module fixture builds a tiny random Qwen3 with the toy world's character tokenizer
-(so ``offprincipal.toy.world.evaluate_checkpoint`` scores it on a real held-out split), an
+(so the evaluation stage scores it through lm-eval on a real held-out split), an
 intervened copy (``build_intervened``: ROTATE+PERMUTE on layer 0, ROTATE on layer 1), and
 trains short DAPO runs with ``offprincipal.training.train`` -- dense at three learning rates,
 an independent seed, one from the intervened base, principal- and safe-masked, LoRA and
 PiSSA at two learning rates -- with a trivial reward (share of digits in the completion).
 The workflow's passes then run on every pair (``compare_pair``, ``compute_spectra``,
-``pair_geometry``), checkpoint manifests come from ``run_checkpoint`` and evaluations from
-``evaluate_checkpoint``, exactly as the workflow's rules do.
+``pair_geometry``), checkpoint manifests come from ``run_checkpoint``, evaluations from
+``offprincipal.evaluation.stage.evaluate_manifest`` (lm-eval's hf backend) and each accuracy
+artifact's paired comparisons from ``write_paired_table``, exactly as the workflow's rules do.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import torch
 from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, pair_geometry
-from offprincipal.artifacts import ARTIFACTS, artifact_inputs, outputs
+from offprincipal.artifacts import ARTIFACTS, artifact_inputs, evaluation_contrasts, outputs
+from offprincipal.evaluation.results import read_samples
+from offprincipal.evaluation.stage import evaluate_manifest, write_paired_table
 from offprincipal.figures.common import ArtifactInputError
 from offprincipal.figures.intervention import intervened_overlap
 from offprincipal.figures.rowcol import _checkpoints
@@ -40,6 +43,9 @@ from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py
 pytest.importorskip("trl")
 
 TASK = "add_sub_d1"
+SUITE_TASK = f"toy:{TASK}"
+SUITE = {"tasks": {SUITE_TASK: {"k": 2}}, "temperature": 1.0, "top_p": 1.0, "max_gen_toks": 4,
+         "chat_template": False}
 KINDS = ["q", "k", "v", "o", "gate", "up", "down"]
 METRICS = dict(eta=1e-3, abs_tolerance=1e-5, angle_ks=[1, 2, 4, 8], report_k=4, principal_rank_k=4, mask_alpha=0.5)
 Q1 = "model.layers.1.self_attn.q_proj.weight"
@@ -88,7 +94,7 @@ def _tiny_toy_base(path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from offprincipal.toy.task import build_datasets
-    from offprincipal.toy.world import build_intervened, evaluate_checkpoint, run_checkpoint, training_rows
+    from offprincipal.toy.world import build_intervened, run_checkpoint, training_rows
     from offprincipal.training import RunSpec, train
 
     root = tmp_path_factory.mktemp("render_training")
@@ -126,29 +132,45 @@ def world(tmp_path_factory):
                       root / "spectra" / f"{a}_final.safetensors", d / "masks.npz", geometry_csv=d / "geometry.csv",
                       angles_csv=d / "angles.csv", angle_ks=METRICS["angle_ks"], report_k=4, principal_rank_k=4,
                       mask_alpha=0.5, device="cpu")
-    evals = {}
     for ck in ["base", "int", *(p["finetuned"] for p in pairs.values())]:
-        evals[ck] = evaluate_checkpoint(man / f"{ck}.json", data, root / "eval" / f"{ck}.json", task=TASK, problems=8,
-                                        samples=2, temperature=1.0, max_new_tokens=4, seed=0)["pass_at_1"]
+        evaluate_manifest(man / f"{ck}.json", suite=SUITE, backend="hf", backend_args={"batch_size": 64},
+                          result_path=root / "eval" / "toy" / f"{ck}.json",
+                          samples_path=root / "eval" / "toy" / f"{ck}.samples.jsonl.gz", datasets_dir=data)
+    masks = ["base__dense_final", "base__principal_final", "base__safe_final"]
+    contrasts = [["pissa_a_final", "lora_a_final"], ["pissa_b_final", "lora_b_final"]]
     specs = {
         "fig3": {"pairs": ["base__dense_s1", "base__dense_s2", "base__dense_final"], "tensors": [Q1]},
         "fig14": {"pairs": ["base__dense_s2", "base__dense_s1", "base__dense_final"], "tensors": [O0, DOWN0, Q1]},
         "fig6": {"pairs": ["base__dense_final", "base__indep_final", "int__onint_final"]},
-        "fig9": {"pairs": ["base__dense_final", "base__principal_final", "base__safe_final"]},
+        "fig9": {"pairs": masks, "suite": "toy", "reference": "base__dense_final"},
         "fig15": {"pairs": ["base__dense_final", "base__indep_final", "base__lr_large_final"]},
-        "fig10": {"pairs": [f"{p}_final" for p in ADAPTER_PAIRS]},
-        "fig11": {"pairs": [f"{p}_final" for p in ADAPTER_PAIRS]},
+        "fig10": {"pairs": [f"{p}_final" for p in ADAPTER_PAIRS], "suite": "toy", "contrasts": contrasts},
+        "fig11": {"pairs": [f"{p}_final" for p in ADAPTER_PAIRS], "suite": "toy", "contrasts": contrasts},
         "sec2_3": {"pairs": ["base__lr_small_final", "base__dense_final", "base__lr_large_final"]},
-        "table4": {"pairs": ["base__dense_final", "base__principal_final", "base__safe_final"]},
-        "table5": {"pairs": ["base__dense_s2", "base__principal_s2", "base__safe_s2"]},
+        "table4": {"pairs": masks, "suite": "toy", "reference": "base__dense_final"},
+        "table5": {"pairs": ["base__dense_s2", "base__principal_s2", "base__safe_s2"], "suite": "toy",
+                   "reference": "base__dense_s2"},
     }
-    return {"root": root, "ckpts": ckpts, "pairs": pairs, "checkpoints": checkpoints, "runs": runs_cfg, "specs": specs,
-            "evals": evals}
+    for name, spec in specs.items():
+        if "suite" in spec:
+            cons = evaluation_contrasts(spec, pairs)
+            files = {c: root / "eval" / "toy" / f"{c}.json" for con in cons for c in con}
+            write_paired_table(cons, files, root / "eval" / "paired" / f"{name}.csv", n_boot=2000)
+    return {"root": root, "ckpts": ckpts, "pairs": pairs, "checkpoints": checkpoints, "runs": runs_cfg, "specs": specs}
+
+
+def independent_accuracy(world, ckpt) -> np.ndarray:
+    """Per-problem pass@1 recomputed from the samples file with the toy verifier (not the result file)."""
+    from offprincipal.toy.task import is_correct
+
+    lines = sorted(read_samples(world["root"] / "eval" / "toy" / f"{ckpt}.samples.jsonl.gz"),
+                   key=lambda line: line["problem_id"])
+    return np.array([np.mean([is_correct(line["prompt"], r) for r in line["responses"]]) for line in lines])
 
 
 def inputs_for(world, name, pids=None):
     """The workflow's inputs of ``name`` (over ``pids`` if given), with the fixture's root as the results folder."""
-    spec = {"pairs": pids} if pids else world["specs"][name]
+    spec = {**world["specs"][name], "pairs": pids} if pids else world["specs"][name]
     return artifact_inputs(name, spec, pairs=world["pairs"], checkpoints=world["checkpoints"], results=world["root"])
 
 
@@ -180,7 +202,10 @@ def test_table4_numbers_come_from_the_checkpoints_masks_and_evaluations(world, t
     csv, md = render(world, "table4", tmp_path)
     table = pd.read_csv(csv)
     assert list(table["row"]) == ["base", "run", "run", "run"]
-    assert table.loc[0, "checkpoint"] == "base" and table.loc[0, "pass_at_1"] == world["evals"]["base"]
+    col = f"acc_{SUITE_TASK}"
+    assert table.loc[0, "checkpoint"] == "base"
+    assert table.loc[0, col] == pytest.approx(independent_accuracy(world, "base").mean(), abs=1e-12)
+    dense = independent_accuracy(world, "dense_final")
     w0 = load_file(str(world["ckpts"] / "base" / "model.safetensors"))
     runs = world["root"] / "runs"
     for _, row in table.iloc[1:].iterrows():
@@ -189,20 +214,31 @@ def test_table4_numbers_come_from_the_checkpoints_masks_and_evaluations(world, t
         changed = sum(changed_bitwise(w0[n], w1[n]) for n in w0)
         assert row["numel"] == total and row["changed_eta"] == changed
         assert row["update_sparsity_pct"] == pytest.approx(100 * (1 - changed / total), abs=1e-9)
-        assert row["pass_at_1"] == world["evals"][row["checkpoint"]]
+        mine = independent_accuracy(world, row["checkpoint"])
+        assert row[col] == pytest.approx(mine.mean(), abs=1e-12)
+        assert row[col + "_lo"] <= row[col] <= row[col + "_hi"]
+        assert row[f"delta_base_{SUITE_TASK}"] == pytest.approx(
+            mine.mean() - independent_accuracy(world, "base").mean(), abs=1e-12)
+        if row["checkpoint"] == "dense_final":
+            assert pd.isna(row[f"delta_ref_{SUITE_TASK}"])
+        else:
+            assert row[f"delta_ref_{SUITE_TASK}"] == pytest.approx(mine.mean() - dense.mean(), abs=1e-12)
         assert row["step"] == 3
         if row["mask"] == "none":
             assert row["trainable_share"] == 1.0
+            assert row["trainable_params"] == sum(
+                t.numel() for n, t in w0.items() if any(f".{p}_proj." in n for p in KINDS))
         else:
             masks = load_masks(runs / row["run"] / "masks.npz")
             share = sum(int(t.sum()) for t in masks.values()) / sum(t.numel() for t in masks.values())
             assert row["trainable_share"] == pytest.approx(share)
+            assert row["trainable_params"] == sum(int(t.sum()) for t in masks.values())
             assert 0 < share < 1
             # frozen entries are bitwise unchanged, so every change lies inside the mask
             assert row["changed_eta"] <= sum(int(t.sum()) for t in masks.values())
     assert list(table["mask"].iloc[1:]) == ["none", "principal", "safe"]
     text = open(md).read()
-    assert "| all " in text and f"{table.loc[1, 'update_sparsity_pct']:.2f}" in text
+    assert " (all) " in text and f"{table.loc[1, 'update_sparsity_pct']:.2f}" in text
 
 
 def test_table5_is_at_the_intermediate_step(world, tmp_path):
@@ -210,30 +246,50 @@ def test_table5_is_at_the_intermediate_step(world, tmp_path):
     table = pd.read_csv(csv)
     assert list(table["step"].iloc[1:]) == [2, 2, 2]
     for _, row in table.iloc[1:].iterrows():
-        assert row["checkpoint"].endswith("_s2") and row["pass_at_1"] == world["evals"][row["checkpoint"]]
+        assert row["checkpoint"].endswith("_s2")
+        assert row[f"acc_{SUITE_TASK}"] == pytest.approx(independent_accuracy(world, row["checkpoint"]).mean(), abs=1e-12)
 
 
 def test_table4_places_each_evaluation_in_its_row(world, tmp_path):
-    """Distinct planted pass@1 values (the tiny random model scores ~0 everywhere) land in
-    the row of their checkpoint, with the difference to the base."""
+    """Distinct planted per-problem accuracies (the tiny random model scores ~0 everywhere) land
+    in the row of their checkpoint, with the paired differences to the dense run and the base."""
+    spec = world["specs"]["table4"]
     inputs = inputs_for(world, "table4")
-    planted = {}
+    planted, files = {}, {}
+    rng = np.random.default_rng(0)
     for key in ("base_eval", "ft_eval"):
         new = []
-        for i, path in enumerate(inputs[key]):
-            ev = json.loads(open(path).read())
-            ev["pass_at_1"] = planted[ev["checkpoint"]] = planted.get(ev["checkpoint"], 0.125 + 0.25 * len(planted))
-            out = tmp_path / "in" / key / f"{i}.json"
-            write_json(out, ev)
+        for path in inputs[key]:
+            result = json.loads(open(path).read())
+            ckpt = result["checkpoint"]["id"]
+            score = result["tasks"][SUITE_TASK]["scores"]["toy_verifier"]
+            if ckpt not in planted:
+                planted[ckpt] = rng.choice([0.0, 0.5, 1.0], size=len(score["per_problem"]))
+            score["per_problem"] = planted[ckpt].tolist()
+            score["per_response"] = [{0.0: [0, 0], 0.5: [1, 0], 1.0: [1, 1]}[v] for v in planted[ckpt]]  # k = 2
+            score["avg_at_k"] = float(planted[ckpt].mean())
+            score["ci95"] = [0.0, 1.0]
+            out = tmp_path / "in" / f"{ckpt}.json"
+            write_json(out, result)
             new.append(str(out))
+            files[ckpt] = out
         inputs[key] = new
+    cons = evaluation_contrasts(spec, world["pairs"])
+    paired = tmp_path / "in" / "paired.csv"
+    write_paired_table(cons, files, paired, n_boot=500)
+    inputs["paired"] = [str(paired)]
     csv, md = render(world, "table4", tmp_path / "out", inputs=inputs)
     table = pd.read_csv(csv)
+    col = f"acc_{SUITE_TASK}"
     for _, row in table.iterrows():
-        assert row["pass_at_1"] == planted[row["checkpoint"]]
-    assert table["delta_pass_at_1_pp"].iloc[1:].tolist() == pytest.approx(
-        [100 * (planted[c] - planted["base"]) for c in table["checkpoint"].iloc[1:]])
-    assert "62.5 " in open(md).read()  # 0.625 shown as a percentage
+        assert row[col] == pytest.approx(planted[row["checkpoint"]].mean())
+    for _, row in table.iloc[1:].iterrows():
+        c = row["checkpoint"]
+        assert row[f"delta_base_{SUITE_TASK}"] == pytest.approx(planted[c].mean() - planted["base"].mean())
+        if c != "dense_final":
+            assert row[f"delta_ref_{SUITE_TASK}"] == pytest.approx(planted[c].mean() - planted["dense_final"].mean())
+    first = table.iloc[1]
+    assert f"{100 * first[col]:.1f} [" in open(md).read()  # shown as a percentage with its interval
 
 
 def test_evaluation_of_another_checkpoint_is_refused(world, tmp_path):

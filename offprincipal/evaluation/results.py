@@ -152,13 +152,9 @@ def _load(result) -> tuple[dict, str]:
     return validate_result(result), "<result>"
 
 
-def paired_difference(result_a, result_b, task: str, *, n_boot: int = 10000, seed: int = 0,
-                      score: str | None = None) -> dict:
-    """avg@k of A minus avg@k of B on ``task`` with a paired bootstrap 95% interval over problems.
-
-    ``result_a`` / ``result_b`` are result dicts or paths. Both must hold ``task`` on the same
-    problem ids (matched by id, so the order may differ); ``score`` defaults to the primary.
-    """
+def aligned_per_problem(result_a, result_b, task: str, score: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-problem accuracy of A and B on ``task`` in the same problem order (matched by id),
+    and the score used (``score`` defaults to the task's primary)."""
     a, src_a = _load(result_a)
     b, src_b = _load(result_b)
     for res, src in ((a, src_a), (b, src_b)):
@@ -179,8 +175,22 @@ def paired_difference(result_a, result_b, task: str, *, n_boot: int = 10000, see
     pos_b = {pid: i for i, pid in enumerate(ids_b)}
     acc_a = np.asarray(ta["scores"][score]["per_problem"])
     acc_b = np.asarray(tb["scores"][score]["per_problem"])[[pos_b[pid] for pid in ids_a]]
+    return acc_a, acc_b, score
+
+
+def paired_difference(result_a, result_b, task: str, *, n_boot: int = 10000, seed: int = 0,
+                      score: str | None = None) -> dict:
+    """avg@k of A minus avg@k of B on ``task`` with a paired bootstrap 95% interval over problems.
+
+    ``result_a`` / ``result_b`` are result dicts or paths. Both must hold ``task`` on the same
+    problem ids (matched by id, so the order may differ); ``score`` defaults to the primary.
+    """
+    a, _ = _load(result_a)
+    b, _ = _load(result_b)
+    acc_a, acc_b, score = aligned_per_problem(a, b, task, score)
     out = stats.paired_bootstrap_diff(acc_a, acc_b, n_boot=n_boot, seed=seed)
     out.update({"task": task, "score": score, "a": a["checkpoint"]["id"], "b": b["checkpoint"]["id"],
-                "avg_a": float(acc_a.mean()), "avg_b": float(acc_b.mean()), "k_a": ta["k"], "k_b": tb["k"],
+                "avg_a": float(acc_a.mean()), "avg_b": float(acc_b.mean()),
+                "k_a": a["tasks"][task]["k"], "k_b": b["tasks"][task]["k"],
                 "n_boot": n_boot, "seed": seed})
     return out

@@ -127,3 +127,32 @@ def unpaired_bootstrap_diff(a: Sequence[float], b: Sequence[float], *, n_boot: i
     rng = np.random.default_rng(seed)
     means = _bootstrap_means(x, n_boot, rng) - _bootstrap_means(y, n_boot, rng)
     return {"diff": float(x.mean() - y.mean()), "ci95": list(_interval(means, 0.95)), "n_problems": int(x.size)}
+
+
+def stratified_bootstrap_task_mean(per_task: Sequence[Sequence[float]], *, n_boot: int = 10000, seed: int = 0,
+                                   level: float = 0.95) -> tuple[float, float]:
+    """Interval of the mean over tasks of each task's mean over problems (the paper's "average"
+    column): each task's problems are resampled on their own, so a 30-problem task weighs as
+    much as a 500-problem one, as in the point estimate."""
+    _check(n_boot, level)
+    tasks = [np.asarray(t, dtype=np.float64) for t in per_task]
+    if not tasks or any(t.ndim != 1 or t.size == 0 for t in tasks):
+        raise ValueError("every task needs a non-empty 1-D array of per-problem values")
+    rng = np.random.default_rng(seed)
+    means = np.mean([_bootstrap_means(t, n_boot, rng) for t in tasks], axis=0)
+    return _interval(means, level)
+
+
+def paired_bootstrap_task_mean(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], *, n_boot: int = 10000,
+                               seed: int = 0) -> dict:
+    """The mean over tasks of (a - b) per task, each task's problems resampled jointly for a and b
+    (paired within a task, tasks resampled independently of each other)."""
+    diffs = []
+    for a, b in pairs:
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+            raise ValueError(f"paired values must be two non-empty 1-D arrays of one length, got {x.shape}, {y.shape}")
+        diffs.append(x - y)
+    lo, hi = stratified_bootstrap_task_mean(diffs, n_boot=n_boot, seed=seed)
+    return {"diff": float(np.mean([d.mean() for d in diffs])), "ci95": [lo, hi],
+            "n_problems": int(sum(d.size for d in diffs))}

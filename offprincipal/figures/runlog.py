@@ -1,11 +1,10 @@
 """Shared readers of the training-run artifacts' inputs (Figs. 3, 6, 9-11, 14, 15, Sec. 2.3,
-Tables 4-5): run directories, held-out evaluations, checkpoint manifests, update sparsity.
+Tables 4-5): run directories, checkpoint manifests, update sparsity (evaluations are read by
+:mod:`offprincipal.figures.accuracy`).
 
 A run directory (``offprincipal.training.trl_backend.train``) holds ``run.json`` (the
 resolved :class:`~offprincipal.training.RunSpec` under ``spec``), ``metrics.jsonl`` (one
 JSON row per training step) and, for masked runs, ``masks.npz`` (the trainable entries).
-An evaluation file (``offprincipal.toy.world.evaluate_checkpoint``) is
-``{checkpoint, task, problems, samples, temperature, pass_at_1}``.
 
 Every reader raises :class:`~offprincipal.figures.common.ArtifactInputError` naming the
 artifact and the file when an input is missing, unreadable or lacks what is needed.
@@ -162,35 +161,6 @@ def read_run(ctx: Context, path: Path) -> Run:
 
 def read_runs(ctx: Context) -> list[Run]:
     return [read_run(ctx, p) for p in run_dirs(ctx)]
-
-
-def read_eval(ctx: Context, path: str | os.PathLike, checkpoint: str | None) -> dict:
-    """A held-out evaluation; its ``checkpoint`` must be the one the pair names."""
-    ev = read_json(ctx.name, path, "held-out evaluation")
-    acc = ev.get("pass_at_1")
-    if not isinstance(acc, (int, float)) or isinstance(acc, bool) or not math.isfinite(acc) or not 0 <= acc <= 1:
-        raise ArtifactInputError(f"{ctx.name}: input file {path} (held-out evaluation) has no pass_at_1 in [0, 1]: {acc!r}")
-    if checkpoint is not None and "checkpoint" in ev and ev["checkpoint"] != checkpoint:
-        raise ArtifactInputError(
-            f"{ctx.name}: input file {path} (held-out evaluation) is of checkpoint {ev['checkpoint']!r}, "
-            f"the pair's checkpoint is {checkpoint!r}"
-        )
-    return ev
-
-
-def read_evals(ctx: Context, side: str) -> list[dict]:
-    """``side`` "base" or "ft": the evaluation of each pair's base / fine-tuned checkpoint."""
-    key = {"base": "base_eval", "ft": "ft_eval"}[side]
-    ckpt = {"base": "base", "ft": "finetuned"}[side]
-    return [read_eval(ctx, f, ctx.pairs[pid].get(ckpt)) for pid, f in zip(ctx.pair_ids, ctx.files(key))]
-
-
-def base_accuracies(ctx: Context) -> dict[str, float]:
-    """pass@1 per distinct base checkpoint (in the pairs' order)."""
-    out: dict[str, float] = {}
-    for pid, ev in zip(ctx.pair_ids, read_evals(ctx, "base")):
-        out.setdefault(ctx.pairs[pid].get("base", pid), float(ev["pass_at_1"]))
-    return out
 
 
 def checkpoint_step(ctx: Context, manifest_path: str | os.PathLike, run: Run | None = None) -> int | None:

@@ -7,8 +7,9 @@
 * Sec. 2.3 — update sparsity of one RL recipe at several learning rates, overall and by module.
 
 Each run's numbers come from its directory's ``run.json`` (the resolved run spec: mask,
-adapter, rank, learning rate) and ``metrics.jsonl``; accuracies from the held-out
-evaluation files; NSS and angles from ``geometry.csv``; sparsity from ``updates.csv``.
+adapter, rank, learning rate) and ``metrics.jsonl``; accuracies (with 95% bootstrap intervals
+over problems, and paired differences) from the evaluation stage's files
+(:mod:`offprincipal.figures.accuracy`); NSS and angles from ``geometry.csv``; sparsity from ``updates.csv``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from offprincipal.figures import accuracy as acc
 from offprincipal.figures.common import ArtifactInputError, Context, colors, finish, new_figure, read_csv, wrap
 from offprincipal.figures.runlog import (
     Run,
-    base_accuracies,
     lr_text,
     mask_text,
-    read_evals,
     read_runs,
     read_updates,
     sparsity,
@@ -46,13 +46,16 @@ def _unique_labels(texts: list[str], runs: list[Run]) -> list[str]:
     return out
 
 
-def _base_line(ax, accs: dict[str, float], *, horizontal: bool = True) -> list[tuple]:
-    """Dashed line(s) at the base checkpoint(s)' pass@1; returns legend entries."""
+def _base_line(ax, accs: dict[str, acc.Accuracy]) -> list[tuple]:
+    """Dashed line(s) at the base checkpoint(s)' pass@1, shaded over its 95% interval; returns
+    legend entries."""
     entries = []
-    for i, (ckpt, acc) in enumerate(accs.items()):
+    for i, (ckpt, a) in enumerate(accs.items()):
         ls = ("--", ":", "-.")[i % 3]
-        ax.axhline(acc, color=BASE_COLOR, ls=ls, lw=1.2)
-        entries.append((Line2D([], [], color=BASE_COLOR, ls=ls, lw=1.2), f"base checkpoint ({ckpt}): pass@1 = {acc:.3f}"))
+        ax.axhline(a.value, color=BASE_COLOR, ls=ls, lw=1.2)
+        ax.axhspan(a.lo, a.hi, color=BASE_COLOR, alpha=0.12, lw=0)
+        entries.append((Line2D([], [], color=BASE_COLOR, ls=ls, lw=1.2),
+                        f"base checkpoint ({ckpt}): pass@1 = {a.value:.3f} [{a.lo:.3f}, {a.hi:.3f}]"))
     return entries
 
 
@@ -68,8 +71,12 @@ def _kl_axes(ax) -> None:
 
 def fig9(ctx: Context):
     runs = read_runs(ctx)
-    accs = [float(e["pass_at_1"]) for e in read_evals(ctx, "ft")]
-    base = base_accuracies(ctx)
+    results = acc.evaluations(ctx, "ft")
+    accs = [acc.accuracy(r) for r in results]
+    base = acc.base_accuracies(ctx)
+    paired = acc.read_paired(ctx)
+    ref_pair = ctx.spec.get("reference")
+    ref = ctx.pairs[ref_pair]["finetuned"] if ref_pair else None
     labels = _unique_labels([mask_text(r) for r in runs], runs)
     cols = colors(len(runs))
     fig, axes = new_figure(1, 2, panel_w=4.6, panel_h=3.4)
@@ -80,25 +87,29 @@ def fig9(ctx: Context):
     _kl_axes(ax_kl)
     ax_kl.set_title("KL to the base per step (logged, not in the loss)")
     x = np.arange(len(runs))
-    bars = ax_acc.bar(x, accs, 0.65, color=cols)
-    for rect, v in zip(bars, accs):
-        ax_acc.annotate(f"{v:.3f}", (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2),
+    values = [a.value for a in accs]
+    err = np.array([[a.value - a.lo for a in accs], [a.hi - a.value for a in accs]])
+    bars = ax_acc.bar(x, values, 0.65, color=cols, yerr=err, capsize=3, error_kw={"lw": 1})
+    for rect, a in zip(bars, accs):
+        ax_acc.annotate(f"{a.value:.3f}", (rect.get_x() + rect.get_width() / 2, a.hi), xytext=(0, 2),
                         textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
     base_entries = _base_line(ax_acc, base)
-    ax_acc.set_xticks(x, [wrap(lab, 14) for lab in labels], fontsize=7)
-    ax_acc.set_ylabel("held-out pass@1")
-    ax_acc.set_ylim(0, min(1.0, max([*accs, *base.values(), 0.05]) * 1.25))
-    ax_acc.set_title("held-out pass@1 of the final checkpoints")
+    ax_acc.set_xticks(x, [wrap(lab, 16) for lab in labels], fontsize=7, rotation=30, ha="right")
+    ax_acc.set_ylabel("pass@1")
+    ax_acc.set_ylim(0, min(1.0, max([*(a.hi for a in accs), *(b.hi for b in base.values()), 0.05]) * 1.25))
+    ax_acc.set_title("pass@1 of the final checkpoints (95% CI)")
     ax_acc.grid(axis="x", visible=False)
     handles = [Line2D([], [], color=c, lw=1.6, marker="o", ms=3) for c in cols]
-    legend = [f"{lab}: {ctx.label(p)}" for lab, p in zip(labels, ctx.pair_ids)]
+    legend = []
+    for lab, pid in zip(labels, ctx.pair_ids):
+        ckpt = ctx.pairs[pid]["finetuned"]
+        text = f"{lab}: {ctx.label(pid)}"
+        if ref and ckpt != ref:
+            text += f"; vs {ctx.label(ref_pair)}: {acc.difference(ctx, paired, ckpt, ref).text()} pp (paired)"
+        legend.append(text)
     handles += [h for h, _ in base_entries]
     legend += [t for _, t in base_entries]
-    ev = read_evals(ctx, "ft")[0]
-    extra = f"pass@1 = avg@{ev.get('samples', '?')} on {ev.get('problems', '?')} held-out problems"
-    if ev.get("task"):
-        extra += f" of task {ev['task']}"
-    finish(fig, ctx, subtitle_extra=extra, handles=handles, labels=legend, legend_cols=1)
+    finish(fig, ctx, subtitle_extra=acc.describe(results[0]), handles=handles, labels=legend, legend_cols=1)
     return fig
 
 
@@ -172,6 +183,13 @@ def _by_lr(points: list[tuple[Run, float]]) -> dict[tuple, tuple[np.ndarray, np.
     return {k: (np.array(sorted(d)), np.array([np.mean(d[lr]) for lr in sorted(d)])) for k, d in out.items()}
 
 
+def _lr_intervals(ax, runs: list[Run], accs: list[acc.Accuracy], styles) -> None:
+    """Each run's 95% interval as a vertical bar at its learning rate."""
+    for r, a in zip(runs, accs):
+        ax.errorbar([r.lr], [a.value], yerr=[[a.value - a.lo], [a.hi - a.value]], color=ADAPTER_COLORS[r.adapter],
+                    lw=0.9, capsize=2.5, fmt="none")
+
+
 def _lr_curves(ax, points, styles, *, annotate: bool = False) -> None:
     curves = sorted(_by_lr(points).items(), key=lambda kv: (ADAPTER_ORDER.index(kv[0][0]), kv[0][1] or 0))
     for (adapter, rank), (x, y) in curves:
@@ -200,8 +218,9 @@ def _adapter_legend(runs: list[Run], styles) -> tuple[list, list[str]]:
 
 def fig10(ctx: Context):
     runs, groups = _adapter_runs(ctx)
-    accs = [float(e["pass_at_1"]) for e in read_evals(ctx, "ft")]
-    base = base_accuracies(ctx)
+    results = acc.evaluations(ctx, "ft")
+    accs = [acc.accuracy(r) for r in results]
+    base = acc.base_accuracies(ctx)
     styles = _rank_styles(runs)
     lrs = sorted({r.lr for r in runs})
     cmap = matplotlib.colormaps["viridis"]
@@ -227,20 +246,32 @@ def fig10(ctx: Context):
     for ax in axes[0][: len(groups)]:
         ax.set_ylim(lo - pad, hi + pad)
     ax = axes[0][-1]
-    _lr_curves(ax, list(zip(runs, accs)), styles, annotate=True)
+    _lr_curves(ax, [(r, a.value) for r, a in zip(runs, accs)], styles, annotate=True)
+    _lr_intervals(ax, runs, accs, styles)
     base_entries = _base_line(ax, base)
-    ax.set_ylabel("held-out pass@1 (final checkpoint)")
-    ax.set_title("held-out pass@1 against learning rate")
-    _acc_ylim(ax, [*accs, *base.values()])
+    ax.set_ylabel("pass@1 (final checkpoint, 95% CI)")
+    ax.set_title("pass@1 against learning rate")
+    _acc_ylim(ax, [*(a.hi for a in accs), *(b.hi for b in base.values())])
     handles, labels = _adapter_legend(runs, styles)
     handles += [Line2D([], [], color=lr_color[lr], lw=3) for lr in lrs]
     labels += [f"lr {lr_text(lr)} (reward panels)" for lr in lrs]
     handles += [h for h, _ in base_entries]
     labels += [t for _, t in base_entries]
     col = "/".join(sorted(reward_cols))
-    extra = f"reward column '{col}' of metrics.jsonl; adapters merged into full weights for evaluation"
+    extra = (f"reward column '{col}' of metrics.jsonl; adapters merged into full weights for evaluation; "
+             f"{acc.describe(results[0])}{_contrast_text(ctx)}")
     finish(fig, ctx, subtitle_extra=extra, handles=handles, labels=labels, legend_cols=3)
     return fig
+
+
+def _contrast_text(ctx: Context) -> str:
+    """The spec's explicit paired contrasts (e.g. PiSSA minus LoRA), as subtitle text."""
+    contrasts = ctx.spec.get("contrasts") or []
+    if not contrasts:
+        return ""
+    paired = acc.read_paired(ctx)
+    parts = [f"{a} − {b}: {acc.difference(ctx, paired, a, b).text()} pp" for a, b in contrasts]
+    return "; paired differences " + ", ".join(parts)
 
 
 def _geometry_means(ctx: Context) -> tuple[list[float], list[float], list[float], int | None]:
@@ -260,16 +291,18 @@ def _geometry_means(ctx: Context) -> tuple[list[float], list[float], list[float]
 
 def fig11(ctx: Context):
     runs, _ = _adapter_runs(ctx)
-    accs = [float(e["pass_at_1"]) for e in read_evals(ctx, "ft")]
-    base = base_accuracies(ctx)
+    results = acc.evaluations(ctx, "ft")
+    accs = [acc.accuracy(r) for r in results]
+    base = acc.base_accuracies(ctx)
     nss, ang_u, ang_v, k = _geometry_means(ctx)
     styles = _rank_styles(runs)
     fig, axes = new_figure(1, 3, panel_w=3.7, panel_h=3.2)
     ax_acc, ax_nss, ax_ang = axes[0]
-    _lr_curves(ax_acc, list(zip(runs, accs)), styles, annotate=True)
+    _lr_curves(ax_acc, [(r, a.value) for r, a in zip(runs, accs)], styles, annotate=True)
+    _lr_intervals(ax_acc, runs, accs, styles)
     base_entries = _base_line(ax_acc, base)
-    ax_acc.set_ylabel("held-out pass@1")
-    _acc_ylim(ax_acc, [*accs, *base.values()])
+    ax_acc.set_ylabel("pass@1 (95% CI)")
+    _acc_ylim(ax_acc, [*(a.hi for a in accs), *(b.hi for b in base.values())])
     ax_acc.set_title("accuracy")
     _lr_curves(ax_nss, list(zip(runs, nss)), styles)
     ax_nss.set_ylabel("mean NSS over matrices")
@@ -288,8 +321,9 @@ def fig11(ctx: Context):
     labels += ["left subspace U (filled markers)", "right subspace V (open markers)"]
     handles += [h for h, _ in base_entries]
     labels += [t for _, t in base_entries]
-    finish(fig, ctx, subtitle_extra="means over all analysed matrices of each merged final checkpoint",
-           handles=handles, labels=labels, legend_cols=3)
+    finish(fig, ctx, subtitle_extra="NSS and angles: means over all analysed matrices of each merged final "
+           f"checkpoint; {acc.describe(results[0])}{_contrast_text(ctx)}", handles=handles, labels=labels,
+           legend_cols=3)
     return fig
 
 

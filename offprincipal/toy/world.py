@@ -1,7 +1,7 @@
 """The toy world's jobs, one function per workflow rule.
 
 Each function builds one thing (a pretrained base, an intervened base, a training run, a
-checkpoint manifest, an evaluation) and writes it atomically with a manifest in the same
+checkpoint manifest) and writes it atomically with a manifest in the same
 shape as a Hub download's, so the metric stages treat toy checkpoints like any other.
 """
 
@@ -87,23 +87,3 @@ def run_checkpoint(name: str, run_dir, step, manifest) -> dict:
     write_json(manifest, record)
     return record
 
-
-def evaluate_checkpoint(manifest, datasets_dir, out_json, *, task: str, problems: int, samples: int,
-                        temperature: float, max_new_tokens: int, seed: int = 0, threads: int = 1) -> dict:
-    """pass@1 as avg@samples on the first ``problems`` held-out problems of ``task``."""
-    import torch
-
-    from offprincipal.toy.pretrain import evaluate_pass_at_1
-    from offprincipal.toy.task import load_split
-
-    torch.set_num_threads(threads)
-    ckpt = json.loads(Path(manifest).read_text())
-    held_out = load_split(datasets_dir, task, "test")[:problems]
-    if not held_out:
-        raise ValueError(f"toy task '{task}' has no held-out problems in {datasets_dir}")
-    acc = evaluate_pass_at_1(ckpt["path"], held_out, samples=samples, temperature=temperature,
-                             max_new_tokens=max_new_tokens, seed=seed)
-    result = {"checkpoint": ckpt["name"], "task": task, "problems": len(held_out), "samples": samples,
-              "temperature": temperature, "pass_at_1": acc}
-    write_json(out_json, result)
-    return result

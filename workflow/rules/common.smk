@@ -4,8 +4,15 @@ import re
 
 from snakemake.utils import validate
 
-from offprincipal.artifacts import ARTIFACTS, artifact_inputs, outputs
+from offprincipal.artifacts import (
+    ARTIFACTS,
+    artifact_inputs,
+    evaluation_contrasts,
+    outputs,
+)
 from offprincipal.config import check_references
+from offprincipal.evaluation.stage import suite_settings
+from offprincipal.evaluation.suites import with_defaults
 
 validate(config, "../schemas/config.schema.yaml")
 check_references(config)
@@ -17,6 +24,14 @@ ARTIFACT_SPECS = config["artifacts"]
 METRICS = config["metrics"]
 TOY = config.get("toy", {})
 RUNS = config.get("runs", {})
+EVALUATIONS = config["evaluations"]
+SUITES = EVALUATIONS["suites"]
+# vLLM pins its own torch, so GPU evaluations have their own environment
+EVALUATION_ENV = (
+    "../../envs/eval-gpu.yaml"
+    if EVALUATIONS["backend"] == "vllm"
+    else "../../envs/offprincipal.yaml"
+)
 
 
 def ids_regex(ids):
@@ -40,6 +55,8 @@ wildcard_constraints:
     figure=ids_regex(a for a in ARTIFACT_SPECS if ARTIFACTS[a].kind == "figure"),
     table=ids_regex(a for a in ARTIFACT_SPECS if ARTIFACTS[a].kind == "table"),
     crossrun=ids_regex(a for a in ARTIFACT_SPECS if "jaccard" in ARTIFACTS[a].needs),
+    suite=ids_regex(SUITES),
+    evaluated=ids_regex(a for a in ARTIFACT_SPECS if "eval" in ARTIFACTS[a].needs),
 
 
 def manifest(ckpt):
@@ -166,7 +183,26 @@ def artifact_caption(name):
         scope = toy_scope()
     else:
         scope = "Computed from the checkpoints listed in the table of pairs."
+    if "eval" in art.needs:
+        scope = f"{scope} {suite_caption(ARTIFACT_SPECS[name]['suite'])}"
     return f"{art.title}. {art.caption} {scope} {extra}".strip()
+
+
+def suite_caption(suite):
+    """What an accuracy artifact's suite evaluates, and how."""
+    s = with_defaults(suite_settings(SUITES[suite]))
+    tasks = ", ".join(f"{t} (avg@{e['k']})" for t, e in s["tasks"].items())
+    how = (
+        f"temperature {s['temperature']}, top-p {s['top_p']}, "
+        f"up to {s['max_gen_toks']} new tokens, "
+        f"chat template {'on' if s['chat_template'] else 'off'}"
+    )
+    return (
+        f"Accuracy: evaluation suite '{suite}' through lm-eval 0.4.13 "
+        f"({EVALUATIONS['backend']} backend): {tasks}; {how}. Intervals are 95% bootstrap "
+        "intervals over problems; differences between checkpoints are paired (problems "
+        "resampled jointly)."
+    )
 
 
 def artifact_paths(name):
@@ -218,3 +254,47 @@ def toy_scope():
         "pretrained by this pipeline on synthetic integer arithmetic, then fine-tuned on a CPU "
         "for tens of steps; computed for real at toy scale, not at the paper's scale."
     )
+
+
+def eval_result(suite, ckpt):
+    return f"{RESULTS}/eval/{suite}/{ckpt}.json"
+
+
+def suite_reads_toy_data(suite):
+    return any(task.startswith("toy:") for task in SUITES[suite]["tasks"])
+
+
+def evaluation_inputs(wildcards):
+    inputs = {"manifest": manifest(wildcards.ckpt)}
+    if suite_reads_toy_data(wildcards.suite):
+        inputs["data"] = f"{RESULTS}/toy/data"
+    return inputs
+
+
+def evaluation_gpus():
+    """GPUs one evaluation job holds: vLLM's tensor x data parallel size; none for hf."""
+    if EVALUATIONS["backend"] != "vllm":
+        return 0
+    args = EVALUATIONS["backend_args"]
+    return int(args.get("tensor_parallel_size", 1)) * int(
+        args.get("data_parallel_size", 1)
+    )
+
+
+def contrasts_of(wildcards):
+    return evaluation_contrasts(ARTIFACT_SPECS[wildcards.evaluated], PAIRS)
+
+
+def paired_results(wildcards):
+    suite = ARTIFACT_SPECS[wildcards.evaluated]["suite"]
+    ckpts = dict.fromkeys(c for contrast in contrasts_of(wildcards) for c in contrast)
+    return {c: eval_result(suite, c) for c in ckpts}
+
+
+def all_evaluation_outputs():
+    """The evaluations the config lists besides those its artifacts read."""
+    return [
+        eval_result(suite, ckpt)
+        for suite, ckpts in EVALUATIONS["checkpoints"].items()
+        for ckpt in ckpts
+    ]

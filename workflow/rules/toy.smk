@@ -1,5 +1,5 @@
 # The toy world: seeded task datasets, a base pretrained on them, intervened bases,
-# training runs with the single-machine backend, and held-out evaluation.
+# and training runs with the single-machine backend.
 
 
 rule toy_datasets:
@@ -86,21 +86,3 @@ rule run_checkpoint:
         step=run_checkpoint_step,
     script:
         "../scripts/run-checkpoint.py"
-
-
-rule evaluate_toy:
-    input:
-        manifest=f"{RESULTS}/checkpoints/{{ckpt}}.json",
-        data=f"{RESULTS}/toy/data",
-    output:
-        f"{RESULTS}/eval/{{ckpt}}.json",
-    log:
-        f"{RESULTS}/logs/evaluate_toy/{{ckpt}}.log",
-    conda:
-        "../../envs/offprincipal.yaml"
-    threads: 1
-    params:
-        eval=TOY.get("eval", {}),
-        seed=TOY.get("seed", 0),
-    script:
-        "../scripts/evaluate-toy.py"
