@@ -1,9 +1,10 @@
 """Shared readers of the training-run artifacts' inputs (Figs. 3, 6, 9-11, 14, 15, Sec. 2.3,
 Tables 4-5): run directories, held-out evaluations, checkpoint manifests, update sparsity.
 
-A run directory (``offprincipal.training.trl_backend.train``) holds ``run.json`` (the
-resolved :class:`~offprincipal.training.RunSpec` under ``spec``), ``metrics.jsonl`` (one
-JSON row per training step) and, for masked runs, ``masks.npz`` (the trainable entries).
+A run directory follows :mod:`offprincipal.training.run_directory` (both training backends
+write it): ``run.json`` (the resolved :class:`~offprincipal.training.RunSpec` under ``spec``),
+``metrics.jsonl`` (one JSON row per training step) and, for masked runs, ``masks.npz`` (the
+trainable entries).
 An evaluation file (``offprincipal.toy.world.evaluate_checkpoint``) is
 ``{checkpoint, task, problems, samples, temperature, pass_at_1}``.
 
@@ -24,10 +25,8 @@ import pandas as pd
 
 from offprincipal.figures.common import ArtifactInputError, Context, check_file, read_csv
 
-RUN_MANIFEST = "run.json"  # the names offprincipal.training.trl_backend writes
-METRICS_FILE = "metrics.jsonl"
-MASK_FILE = "masks.npz"
-CKPT_INFO = "offprincipal_training.json"
+from offprincipal.training.run_directory import CKPT_INFO, FINAL, MASK_FILE, METRICS_FILE, RUN_MANIFEST
+
 #: the projections masks and adapters act on (offprincipal.training.masks.MASK_TARGET_KINDS)
 PROJ_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 UPDATE_COLUMNS = ("name", "kind", "numel", "changed_eta")
@@ -201,7 +200,7 @@ def checkpoint_step(ctx: Context, manifest_path: str | os.PathLike, run: Run | N
     step = m.get("step")
     if isinstance(step, int) and not isinstance(step, bool):
         return step
-    if step != "final":
+    if step != FINAL:
         return None
     info = Path(str(m.get("path", ""))) / CKPT_INFO
     if m.get("path") and info.is_file():
