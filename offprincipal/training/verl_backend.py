@@ -232,6 +232,7 @@ def prepare(
     mask_file: str | os.PathLike | None = None,
     pissa_dir: str | os.PathLike | None = None,
     attempt: str | None = None,
+    extra_overrides: tuple[str, ...] = (),
 ) -> tuple[str, list[str], VerlLaunch]:
     """``(attempt, overrides, launch)`` of the next attempt, after the checks that can fail
     before any GPU is used (spec, data files, mask file against the base, PiSSA init against the spec)."""
@@ -254,7 +255,11 @@ def prepare(
         spec, model_path=model_path, train_files=train_files, state_dir=state_dir, experiment_name=experiment_name,
         attempt=attempt, resources=resources, mask_path=mask_file, pissa_adapter_path=adapter,
     )
-    return attempt, overrides, launch
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    clash = [o for o in extra_overrides if o.split("=", 1)[0].lstrip("+") in given]
+    if clash:
+        raise ValueError(f"extra overrides {clash} would replace what the run specification sets")
+    return attempt, [*overrides, *extra_overrides], launch
 
 
 def train(
@@ -270,13 +275,17 @@ def train(
     mask_file: str | os.PathLike | None = None,
     pissa_dir: str | os.PathLike | None = None,
     python: str = sys.executable,
+    extra_overrides: tuple[str, ...] = (),
 ) -> dict:
-    """Run (or resume) one verl run and write its run directory; returns the manifest."""
+    """Run (or resume) one verl run and write its run directory; returns the manifest.
+
+    ``extra_overrides``: verl keys the specification does not set (e.g. ``trainer.rollout_data_dir``
+    for a smoke test); one that would change what the specification sets is refused."""
     spec = check_verl_spec(spec)
     state_dir, out_dir = Path(state_dir).absolute(), Path(out_dir)
     attempt, overrides, launch = prepare(
         spec, base_dir, state_dir, train_files=train_files, experiment_name=experiment_name,
-        resources=resources, mask_file=mask_file, pissa_dir=pissa_dir,
+        resources=resources, mask_file=mask_file, pissa_dir=pissa_dir, extra_overrides=tuple(extra_overrides),
     )
     (state_dir / ATTEMPTS_DIR).mkdir(parents=True, exist_ok=True)
     command = verl_command(overrides, python=python)
