@@ -42,18 +42,11 @@ def build_tiny_base(
     intermediate_size: int | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.bfloat16,
-    chat_template: str | None = None,
-    max_position_embeddings: int = 128,
 ) -> None:
-    """Write a random tiny ``Qwen3ForCausalLM`` + tokenizer to ``out_dir`` (atomically).
-
-    ``chat_template``: a Jinja template for the tokenizer, for trainers that apply one to every
-    prompt (verl does)."""
+    """Write a random tiny ``Qwen3ForCausalLM`` + tokenizer to ``out_dir`` (atomically)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tok = word_tokenizer(words)
-    if chat_template is not None:
-        tok.chat_template = chat_template
     config = Qwen3Config(
         vocab_size=len(tok),
         hidden_size=hidden_size,
@@ -62,7 +55,7 @@ def build_tiny_base(
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
         head_dim=hidden_size // num_heads,
-        max_position_embeddings=max_position_embeddings,
+        max_position_embeddings=128,
         tie_word_embeddings=True,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
