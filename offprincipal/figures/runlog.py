@@ -45,7 +45,7 @@ ADAPTER_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "none": "full fine-tuning"}
 @dataclass
 class TrainingContext(Context):
     """A :class:`Context` that also carries the config entries of the artifact's training
-    runs (run id → ``{"base", "task", "spec", "label"}``, the workflow's ``runs`` param)."""
+    runs (run id → ``{"base", "data", "backend", "spec", "label"}``, the workflow's ``runs`` param)."""
 
     runs: dict = field(default_factory=dict)
 
