@@ -22,6 +22,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/training_common.smk"
+include: "workflow/rules/training.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/artifacts.smk"
 

@@ -86,6 +86,8 @@ def check_references(config: dict) -> None:
                 raise _invalid(f"checkpoints.{cid}", "a toy_base checkpoint needs the 'toy' section")
         elif ck["source"] == "run":
             _check_run_checkpoint(config, cid, ck)
+    for did, ds in config.get("datasets", {}).items():
+        _check_dataset(config, did, ds)
     for rid, run in config.get("runs", {}).items():
         _check_run(config, rid, run)
     for pid, pair in config["pairs"].items():
@@ -109,19 +111,58 @@ def check_references(config: dict) -> None:
         raise _invalid("metrics.angle_ks", f"every k must be <= metrics.svd_top_k = {top_k}")
 
 
-def _check_run(config: dict, rid: str, run: dict) -> None:
-    from offprincipal.training.spec import RunSpec, SpecError
+def datasets(config: dict) -> dict:
+    """The config's datasets, plus an implicit ``{source: toy, task: <name>}`` for every run
+    whose ``data`` names a toy task that the ``datasets`` section does not define."""
+    out = dict(config.get("datasets", {}))
+    for run in config.get("runs", {}).values():
+        name = run.get("data")
+        if name is not None and name not in out and _is_toy_task(name):
+            out[name] = {"source": "toy", "task": name}
+    return out
+
+
+def _is_toy_task(name: str) -> bool:
     from offprincipal.toy.task import ALL_TASKS
+
+    return name in ALL_TASKS
+
+
+def _check_dataset(config: dict, did: str, ds: dict) -> None:
+    if ds["source"] == "toy":
+        if not _is_toy_task(ds["task"]):
+            from offprincipal.toy.task import ALL_TASKS
+
+            raise _invalid(f"datasets.{did}.task", f"unknown toy task '{ds['task']}' (known: {', '.join(ALL_TASKS)})")
+        if "toy" not in config:
+            raise _invalid(f"datasets.{did}", "a toy dataset needs the 'toy' section (it is a split of the toy datasets)")
+    elif "{question}" not in ds["prompt_template"]:
+        raise _invalid(f"datasets.{did}.prompt_template", "must contain '{question}'")
+
+
+def _check_run(config: dict, rid: str, run: dict) -> None:
+    from offprincipal.training.spec import RunSpec, SpecError, check_verl_spec
 
     if run["base"] not in config["checkpoints"]:
         raise _invalid(f"runs.{rid}.base", f"unknown checkpoint '{run['base']}'")
-    if run["task"] not in ALL_TASKS:
-        raise _invalid(f"runs.{rid}.task", f"unknown toy task '{run['task']}' (known: {', '.join(ALL_TASKS)})")
+    known = datasets(config)
+    if run["data"] not in known:
+        raise _invalid(
+            f"runs.{rid}.data",
+            f"unknown dataset '{run['data']}' (not in the datasets section, and not a toy task; "
+            f"datasets: {', '.join(sorted(known)) or 'none'})",
+        )
     try:
-        RunSpec.from_dict(run["spec"])
+        spec = RunSpec.from_dict(run["spec"])
+        if run["backend"] == "verl":
+            check_verl_spec(spec)
     except SpecError as err:
         field = getattr(err, "field", None)
         raise _invalid(f"runs.{rid}.spec" + (f".{field}" if field else ""), str(err)) from None
+    if run["backend"] != "verl" and "verl" in run:
+        raise _invalid(f"runs.{rid}.verl", "resources of a verl run, but the run's backend is 'trl'")
+    if run["backend"] == "trl" and known[run["data"]]["source"] != "toy":
+        raise _invalid(f"runs.{rid}.data", f"the trl backend trains on toy tasks only; '{run['data']}' is a Hub dataset (use backend: verl)")
 
 
 def _check_run_checkpoint(config: dict, cid: str, ck: dict) -> None:

@@ -167,3 +167,78 @@ def test_documented_keys_appear_in_verl_md():
         # keys listed as a leaf under a documented prefix ("under `actor_rollout_ref.actor.`")
         prefix, leaf = bare.rsplit(".", 1)
         assert f"`{leaf}" in text and prefix in text, key
+
+
+# ---------------------------------------------------------------------------- the full verl command
+
+from offprincipal.training.spec import (  # noqa: E402
+    MASK_PLUGIN,
+    VERL_CHECKED_KEYS,
+    VerlLaunch,
+    check_verl_spec,
+    verl_command,
+)
+
+
+def _launch(**kw):
+    base = dict(model_path="/m/base", train_files=["/d/train.parquet"], reward_path="/r/verl_reward.py",
+                output_dir="/s/checkpoints", metrics_path="/s/attempts/attempt_002.jsonl", experiment_name="run_a",
+                n_gpus_per_node=4, nnodes=2, rollout_tensor_parallel=2, gpu_memory_utilization=0.6)
+    base.update(kw)
+    return VerlLaunch(**base)
+
+
+def test_launch_adds_paths_logger_resume_and_resources():
+    spec = RunSpec(algorithm="dapo", seed=7, steps=10, save_steps=[5], max_prompt_length=100, max_response_length=400)
+    o = _overrides(spec, launch=_launch())
+    assert o["actor_rollout_ref.model.path"] == "/m/base"
+    assert o["data.train_files"] == "[/d/train.parquet]" and o["data.val_files"] == "[/d/train.parquet]"
+    assert o["reward.custom_reward_function.path"] == "/r/verl_reward.py"
+    assert o["reward.custom_reward_function.name"] == "compute_score"
+    assert o["trainer.default_local_dir"] == "/s/checkpoints" and o["trainer.resume_mode"] == "auto"
+    assert o["trainer.logger"] == "[console,file]"
+    assert o["+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"] == "/s/attempts/attempt_002.jsonl"
+    assert (o["trainer.nnodes"], o["trainer.n_gpus_per_node"]) == ("2", "4")
+    assert o["actor_rollout_ref.rollout.name"] == "vllm"
+    assert o["actor_rollout_ref.rollout.tensor_model_parallel_size"] == "2"
+    assert o["actor_rollout_ref.rollout.gpu_memory_utilization"] == "0.6"
+    assert o["data.seed"] == "7" and o["actor_rollout_ref.rollout.seed"] == "7"
+    assert o["actor_rollout_ref.actor.ppo_max_token_len_per_gpu"] == "1000"  # 2 x (prompt + response)
+    assert o["trainer.test_freq"] == "-1" and o["trainer.val_before_train"] == "False"
+    keys = [override_key(x) for x in to_verl_overrides(spec, launch=_launch())]
+    assert len(keys) == len(set(keys))  # Hydra refuses a key given twice
+    assert set(keys) <= set(VERL_DOCUMENTED_KEYS) | set(VERL_CHECKED_KEYS)
+    assert verl_command(["a=1"], python="py") == ["py", "-m", "verl.trainer.main_ppo", "a=1"]
+
+
+def test_paths_with_spaces_are_quoted_and_relative_paths_refused():
+    o = _overrides(RunSpec(), launch=_launch(output_dir="/my runs/ckpt"))
+    assert o["trainer.default_local_dir"] == "'/my runs/ckpt'"
+    with pytest.raises(ValueError, match="VerlLaunch.model_path: must be an absolute path"):
+        _launch(model_path="relative/base")
+    with pytest.raises(ValueError, match="quote"):
+        to_verl_overrides(RunSpec(), launch=_launch(output_dir="/it's"))
+
+
+def test_masked_launch_needs_the_report_dir_and_emits_the_plugin():
+    spec = RunSpec(mask="low")
+    with pytest.raises(SpecError, match="mask_report_dir"):
+        to_verl_overrides(spec, launch=_launch(), mask_plugin=MASK_PLUGIN, mask_path="/m.npz")
+    o = _overrides(spec, launch=_launch(mask_report_dir="/s/reports"), mask_plugin=MASK_PLUGIN, mask_path="/m.npz")
+    assert o["actor_rollout_ref.model.external_lib"] == MASK_PLUGIN
+    assert o["+ray_kwargs.ray_init.runtime_env.env_vars.PNT_MASK_REPORT_DIR"] == "/s/reports"
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"save_steps": [0, 5]}, "save_steps"),
+        ({"adapter": "lora", "adapter_dropout": 0.1}, "adapter_dropout"),
+        ({"adapter": "lora", "adapter_alpha": 16.5}, "adapter_alpha"),
+        ({"algorithm": "sft"}, "algorithm"),
+    ],
+)
+def test_what_verl_cannot_run_is_refused(kw, field):
+    with pytest.raises(SpecError) as err:
+        check_verl_spec(RunSpec(**kw))
+    assert err.value.field == field

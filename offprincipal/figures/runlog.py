@@ -2,9 +2,10 @@
 Tables 4-5): run directories, checkpoint manifests, update sparsity (evaluations are read by
 :mod:`offprincipal.figures.accuracy`).
 
-A run directory (``offprincipal.training.trl_backend.train``) holds ``run.json`` (the
-resolved :class:`~offprincipal.training.RunSpec` under ``spec``), ``metrics.jsonl`` (one
-JSON row per training step) and, for masked runs, ``masks.npz`` (the trainable entries).
+A run directory follows :mod:`offprincipal.training.run_directory` (both training backends
+write it): ``run.json`` (the resolved :class:`~offprincipal.training.RunSpec` under ``spec``),
+``metrics.jsonl`` (one JSON row per training step) and, for masked runs, ``masks.npz`` (the
+trainable entries).
 
 Every reader raises :class:`~offprincipal.figures.common.ArtifactInputError` naming the
 artifact and the file when an input is missing, unreadable or lacks what is needed.
@@ -23,10 +24,8 @@ import pandas as pd
 
 from offprincipal.figures.common import ArtifactInputError, Context, check_file, read_csv
 
-RUN_MANIFEST = "run.json"  # the names offprincipal.training.trl_backend writes
-METRICS_FILE = "metrics.jsonl"
-MASK_FILE = "masks.npz"
-CKPT_INFO = "offprincipal_training.json"
+from offprincipal.training.run_directory import CKPT_INFO, FINAL, MASK_FILE, METRICS_FILE, RUN_MANIFEST
+
 #: the projections masks and adapters act on (offprincipal.training.masks.MASK_TARGET_KINDS)
 PROJ_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 UPDATE_COLUMNS = ("name", "kind", "numel", "changed_eta")
@@ -45,7 +44,7 @@ ADAPTER_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "none": "full fine-tuning"}
 @dataclass
 class TrainingContext(Context):
     """A :class:`Context` that also carries the config entries of the artifact's training
-    runs (run id → ``{"base", "task", "spec", "label"}``, the workflow's ``runs`` param)."""
+    runs (run id → ``{"base", "data", "backend", "spec", "label"}``, the workflow's ``runs`` param)."""
 
     runs: dict = field(default_factory=dict)
 
@@ -171,7 +170,7 @@ def checkpoint_step(ctx: Context, manifest_path: str | os.PathLike, run: Run | N
     step = m.get("step")
     if isinstance(step, int) and not isinstance(step, bool):
         return step
-    if step != "final":
+    if step != FINAL:
         return None
     info = Path(str(m.get("path", ""))) / CKPT_INFO
     if m.get("path") and info.is_file():

@@ -66,24 +66,32 @@ def verifier(prompts, completions, answer=None, **_columns) -> list[float]:
     return reward_func(completions, answer=answer, prompts=prompts)
 
 
-def train_toy_run(run_id: str, run: dict, base_manifest, datasets_dir, out_dir, *, threads: int = 1) -> dict:
-    """Train one run of the config's ``runs`` section with the single-machine backend."""
+def train_toy_run(run_id: str, run: dict, base_manifest, datasets_dir, out_dir, *, task: str, threads: int = 1) -> dict:
+    """Train one run of the config's ``runs`` section (backend ``trl``) on toy task ``task``."""
     from offprincipal.training import RunSpec, train
 
     spec = RunSpec.from_dict(run["spec"])
-    rows = training_rows(datasets_dir, run["task"], spec.algorithm)
+    rows = training_rows(datasets_dir, task, spec.algorithm)
     reward = None if spec.algorithm == "sft" else verifier
-    return train(spec, _manifest_path(base_manifest), out_dir, train_data=rows, reward_fn=reward, threads=threads)
+    return train(spec, _manifest_path(base_manifest), out_dir, backend="trl", train_data=rows, reward_fn=reward,
+                 threads=threads, base_checkpoint=run["base"])
 
 
-def run_checkpoint(name: str, run_dir, step, manifest) -> dict:
-    """Manifest of one saved checkpoint of a run (``step_N`` or ``final``)."""
-    sub = "final" if step == "final" else f"step_{int(step)}"
-    path = Path(run_dir) / sub
+def run_checkpoint(name: str, run_dir, step, manifest, *, checkpoint_dir=None) -> dict:
+    """Manifest of one saved checkpoint of a run (``step_N`` or ``final``).
+
+    ``checkpoint_dir``: where the checkpoint's HF directory is when it is not inside the run
+    directory (verl runs: the merged step, see :mod:`offprincipal.training.verl_backend`)."""
+    from offprincipal.training.run_directory import checkpoint_dir_name, read_manifest
+
+    sub = checkpoint_dir_name(step if step == "final" else int(step))
+    path = Path(checkpoint_dir) if checkpoint_dir is not None else Path(run_dir) / sub
     if not (path / "config.json").is_file():
-        saved = sorted(p.name for p in Path(run_dir).iterdir() if p.is_dir())
-        raise FileNotFoundError(f"checkpoint '{name}': run {run_dir} saved no '{sub}' (it has {saved})")
-    record = {"name": name, "source": "run", "run": Path(run_dir).name, "step": step, "path": str(path.resolve())}
+        saved = sorted(p.name for p in path.parent.iterdir() if p.is_dir()) if path.parent.is_dir() else []
+        raise FileNotFoundError(f"checkpoint '{name}': run {run_dir} saved no '{sub}' at {path} (found {saved})")
+    run = read_manifest(run_dir)
+    record = {"name": name, "source": "run", "run": Path(run_dir).name, "step": step, "path": str(path.resolve()),
+              "backend": run["backend"], "reference_base": run["reference_base"]}
     write_json(manifest, record)
     return record
 

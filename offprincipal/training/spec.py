@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -314,8 +316,8 @@ class RunSpec:
 # ---------------------------------------------------------------------------- verl mapping
 
 #: Every verl 0.9.1 key this module may emit, each documented in shared/reference/verl.md
-#: (§1.3 exact keys, §1.4 example, §2 reward, §4.1-4.4 plugin/LoRA/PiSSA). A leading "+"
-#: (key not in verl's schema) is part of the documented spelling.
+#: (§1.3 exact keys, §1.4 example, §2 reward, §4.1-4.4 plugin/LoRA/PiSSA, §7 logging). A
+#: leading "+" (key not in verl's schema) is part of the documented spelling.
 VERL_DOCUMENTED_KEYS = (
     "algorithm.adv_estimator",
     "algorithm.norm_adv_by_std_in_grpo",
@@ -325,14 +327,33 @@ VERL_DOCUMENTED_KEYS = (
     "data.train_batch_size",
     "data.max_prompt_length",
     "data.max_response_length",
+    "data.train_files",
+    "data.val_files",
+    "data.prompt_key",
+    "data.truncation",
+    "data.filter_overlong_prompts",
+    "actor_rollout_ref.model.path",
+    "actor_rollout_ref.model.use_remove_padding",
+    "actor_rollout_ref.model.enable_gradient_checkpointing",
     "actor_rollout_ref.rollout.n",
     "actor_rollout_ref.rollout.temperature",
     "actor_rollout_ref.rollout.top_p",
     "actor_rollout_ref.rollout.top_k",
     "actor_rollout_ref.rollout.load_format",
+    "actor_rollout_ref.rollout.name",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size",
+    "actor_rollout_ref.rollout.gpu_memory_utilization",
+    "actor_rollout_ref.rollout.enable_chunked_prefill",
+    "actor_rollout_ref.rollout.max_num_batched_tokens",
+    "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz",
+    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",
     "actor_rollout_ref.actor.strategy",
+    "actor_rollout_ref.ref.strategy",
     "actor_rollout_ref.actor.ppo_mini_batch_size",
     "actor_rollout_ref.actor.ppo_epochs",
+    "actor_rollout_ref.actor.use_dynamic_bsz",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+    "actor_rollout_ref.actor.ulysses_sequence_parallel_size",
     "actor_rollout_ref.actor.clip_ratio_low",
     "actor_rollout_ref.actor.clip_ratio_high",
     "actor_rollout_ref.actor.clip_ratio_c",
@@ -341,45 +362,134 @@ VERL_DOCUMENTED_KEYS = (
     "actor_rollout_ref.actor.use_kl_loss",
     "actor_rollout_ref.actor.kl_loss_coef",
     "actor_rollout_ref.actor.kl_loss_type",
+    "actor_rollout_ref.actor.checkpoint.save_contents",
     "actor_rollout_ref.actor.optim.lr",
     "actor_rollout_ref.actor.optim.lr_scheduler_type",
     "actor_rollout_ref.actor.optim.lr_warmup_steps",
     "actor_rollout_ref.actor.optim.betas",
     "actor_rollout_ref.actor.optim.weight_decay",
     "actor_rollout_ref.actor.optim.clip_grad",
+    "actor_rollout_ref.ref.log_prob_use_dynamic_bsz",
+    "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu",
     "actor_rollout_ref.model.external_lib",
     "actor_rollout_ref.model.lora_rank",
     "actor_rollout_ref.model.lora_alpha",
     "actor_rollout_ref.model.target_modules",
     "actor_rollout_ref.model.lora_adapter_path",
     "reward.reward_manager.name",
+    "reward.custom_reward_function.path",
+    "reward.custom_reward_function.name",
     "+reward.reward_kwargs.overlong_buffer_cfg.enable",
     "+reward.reward_kwargs.overlong_buffer_cfg.len",
     "+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor",
     "+reward.reward_kwargs.overlong_buffer_cfg.log",
     "+reward.reward_kwargs.max_resp_len",
     "+ray_kwargs.ray_init.runtime_env.env_vars.PNT_MASK_PATH",
+    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
+    "trainer.logger",
+    "trainer.project_name",
+    "trainer.experiment_name",
+    "trainer.nnodes",
+    "trainer.n_gpus_per_node",
     "trainer.total_training_steps",
+    "trainer.total_epochs",
     "trainer.save_freq",
+    "trainer.test_freq",
+    "trainer.val_before_train",
+    "trainer.default_local_dir",
+    "trainer.resume_mode",
 )
+
+#: Keys verl.md does not document, each checked against verl 0.9.1's own composed config by
+#: tests/verl (a key that is not there fails Hydra composition), with why they are needed.
+VERL_CHECKED_KEYS = {
+    "data.seed": "the data loader's shuffle seed (spec.seed), so independent runs differ by seed",
+    "data.val_max_samples": "validation is off (test_freq=-1) but verl still builds the val dataset: keep it tiny",
+    "actor_rollout_ref.rollout.seed": "vLLM's sampling seed (spec.seed)",
+    "actor_rollout_ref.ref.ulysses_sequence_parallel_size": "the reference model's sequence parallelism, as the actor's",
+    "+ray_kwargs.ray_init.runtime_env.env_vars.PNT_MASK_REPORT_DIR": "where the mask plugin records, per rank, that it is active",
+}
 
 #: RunSpec fields with no verl key, and where they go instead (docs/training.md repeats this)
 VERL_UNMAPPED_FIELDS = {
-    "seed": "no documented key; verl seeds its data loader from data.seed (undocumented in verl.md)",
+    "seed": "data.seed and actor_rollout_ref.rollout.seed (launch overrides; see VERL_CHECKED_KEYS)",
     "save_steps": "verl saves every trainer.save_freq steps and on the last step; save_freq = gcd(save_steps)",
     "eps": "no documented key; verl's AdamW uses torch's default 1e-8 (other values are refused)",
     "lr_scheduler": "mapped to optim.lr_scheduler_type",
     "log_kl": "verl.md §7 option A: use_kl_loss=True with kl_loss_coef=0.0, kl_loss_type=low_var_kl",
     "dynamic_sampling": "algorithm.filter_groups.enable (v1 replay buffer refills; the TRL backend drops without refill)",
     "master_dtype": "verl trains fp32 master weights by default (fsdp_config.model_dtype: fp32)",
-    "save_dtype": "verl.model_merger writes bf16; checkpoint.save_contents=hf_model writes fp32 (§3)",
-    "mask, mask_alpha, mask_rank_k, mask_seed": "no verl key: the MaskedFSDPEngine plugin (verl.md §4.2) loaded via "
-    "actor_rollout_ref.model.external_lib, mask file via env var PNT_MASK_PATH; needs actor.strategy=fsdp2",
-    "adapter=pissa": "no verl key: PiSSA is initialised offline with PEFT (verl.md §4.4); model.path points at the "
-    "residual model and model.lora_adapter_path at pissa_init",
-    "adapter_dropout": "no documented key (verl builds LoraConfig without dropout)",
+    "save_dtype": "the workflow merges each saved step to bf16 (verl.model_merger; adapters by our own fold)",
+    "mask, mask_alpha, mask_rank_k, mask_seed": "no verl key: the MaskedFSDPEngine plugin "
+    "(offprincipal.training.verl_mask_plugin) loaded via actor_rollout_ref.model.external_lib, mask file via "
+    "env var PNT_MASK_PATH; needs actor.strategy=fsdp2",
+    "adapter=pissa": "no verl key: PiSSA is initialised offline with PEFT (offprincipal.training.pissa); model.path "
+    "points at the residual model and model.lora_adapter_path at pissa_init",
+    "adapter_dropout": "no documented key (verl builds LoraConfig without dropout); only 0 is accepted",
     "sft_*": "verl.md documents only the PPO trainer; SFT specs have no verl mapping",
 }
+
+#: the module verl imports into every worker for masked runs (actor_rollout_ref.model.external_lib)
+MASK_PLUGIN = "offprincipal.training.verl_mask_plugin"
+
+
+@dataclass(frozen=True)
+class VerlLaunch:
+    """Everything a verl command needs besides the run specification: paths and resources.
+
+    The paths are absolute (Ray actors run in other working directories). ``n_gpus_per_node``,
+    ``nnodes`` and the rollout settings come from the caller (the run's ``verl`` config block
+    now, the cluster profile later)."""
+
+    model_path: str
+    train_files: tuple[str, ...]
+    reward_path: str
+    output_dir: str  # trainer.default_local_dir: FSDP shards, resumed from with resume_mode=auto
+    metrics_path: str  # VERL_FILE_LOGGER_PATH: one JSONL per attempt (verl's file logger truncates)
+    experiment_name: str
+    project_name: str = "offprincipal"
+    reward_name: str = "compute_score"
+    val_files: tuple[str, ...] | None = None  # None: the train files (validation is off anyway)
+    nnodes: int = 1
+    n_gpus_per_node: int = 8
+    rollout_tensor_parallel: int = 1
+    gpu_memory_utilization: float = 0.7
+    sequence_parallel: int = 1
+    mask_report_dir: str | None = None
+
+    def __post_init__(self):
+        for key in ("train_files", "val_files"):
+            val = getattr(self, key)
+            if isinstance(val, (str, os.PathLike)):
+                object.__setattr__(self, key, (str(val),))
+            elif isinstance(val, list):
+                object.__setattr__(self, key, tuple(str(v) for v in val))
+        for key in ("nnodes", "n_gpus_per_node", "rollout_tensor_parallel", "sequence_parallel"):
+            val = getattr(self, key)
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"VerlLaunch.{key}: must be an integer >= 1, got {val!r}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"VerlLaunch.gpu_memory_utilization: must lie in (0, 1], got {self.gpu_memory_utilization}")
+        for key in ("model_path", "reward_path", "output_dir", "metrics_path", *(["mask_report_dir"] if self.mask_report_dir else [])):
+            if not os.path.isabs(getattr(self, key)):
+                raise ValueError(f"VerlLaunch.{key}: must be an absolute path (Ray workers run elsewhere), got {getattr(self, key)!r}")
+
+
+def check_verl_spec(spec: RunSpec) -> RunSpec:
+    """Refuse what verl 0.9.1 cannot run as specified; returns the resolved spec."""
+    spec = spec.resolved()
+    if not spec.is_rl:
+        raise SpecError("algorithm", "verl.md documents only the PPO trainer; an SFT spec has no verl mapping")
+    if spec.eps != VERL_ADAMW_EPS:
+        raise SpecError("eps", f"verl.md documents no AdamW eps key (verl uses {VERL_ADAMW_EPS}); got {spec.eps}")
+    if 0 in spec.save_steps:
+        raise SpecError("save_steps", "verl saves no step 0; the base checkpoint is the step-0 policy")
+    if spec.adapter != "none":
+        if spec.adapter_dropout:
+            raise SpecError("adapter_dropout", "verl builds its LoraConfig without dropout; use 0")
+        if float(spec.adapter_alpha) != int(spec.adapter_alpha):
+            raise SpecError("adapter_alpha", f"verl records lora_alpha as an integer (lora_train_meta.json); got {spec.adapter_alpha}")
+    return spec
 
 
 def _fmt(value) -> str:
@@ -392,26 +502,40 @@ def _fmt(value) -> str:
     return str(value)
 
 
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:+\-]+")
+
+
+def _path_value(path: str) -> str:
+    """A path as a Hydra override value: bare when it is plain, else single-quoted."""
+    path = str(path)
+    if _PLAIN_VALUE.fullmatch(path):
+        return path
+    if "'" in path or "\\" in path:
+        raise ValueError(f"path {path!r} contains a quote or backslash, which Hydra overrides cannot carry")
+    return f"'{path}'"
+
+
+class _Quoted(str):
+    """A string value already formatted for a Hydra override."""
+
+
 def to_verl_overrides(
     spec: RunSpec,
     *,
+    launch: VerlLaunch | None = None,
     mask_plugin: str | None = None,
     mask_path: str | None = None,
     pissa_adapter_path: str | None = None,
 ) -> list[str]:
     """Hydra overrides (``key=value``) for ``python -m verl.trainer.main_ppo`` (verl 0.9.1).
 
-    Only spec-determined keys are emitted; paths to data, model and reward function are
-    the launcher's. Masked runs need ``mask_plugin`` (module defining the MaskedFSDPEngine,
-    verl.md §4.2) and ``mask_path``; PiSSA runs need ``pissa_adapter_path`` (the offline
-    ``pissa_init`` adapter, verl.md §4.4) -- without them a masked or PiSSA spec is refused
-    rather than silently run as a dense one.
+    Without ``launch`` only spec-determined keys are emitted. With it, the command is
+    complete: model, data, reward function, output directory, logger, resources. Masked runs
+    need ``mask_plugin`` (:data:`MASK_PLUGIN`) and ``mask_path``; PiSSA runs need
+    ``pissa_adapter_path`` (the offline ``pissa_init`` adapter, verl.md §4.4) -- without them
+    a masked or PiSSA spec is refused rather than silently run as a dense one.
     """
-    spec = spec.resolved()
-    if not spec.is_rl:
-        raise SpecError("algorithm", "verl.md documents only the PPO trainer; an SFT spec has no verl mapping")
-    if spec.eps != VERL_ADAMW_EPS:
-        raise SpecError("eps", f"verl.md documents no AdamW eps key (verl uses {VERL_ADAMW_EPS}); got {spec.eps}")
+    spec = check_verl_spec(spec)
     a, o = "actor_rollout_ref.actor.", "actor_rollout_ref.actor.optim."
     kv: list[tuple[str, object]] = [
         ("algorithm.adv_estimator", "grpo"),
@@ -475,7 +599,7 @@ def to_verl_overrides(
         kv += [
             (a + "strategy", "fsdp2"),
             ("actor_rollout_ref.model.external_lib", mask_plugin),
-            ("+ray_kwargs.ray_init.runtime_env.env_vars.PNT_MASK_PATH", mask_path),
+            ("+ray_kwargs.ray_init.runtime_env.env_vars.PNT_MASK_PATH", _Quoted(_path_value(mask_path))),
         ]
     if spec.adapter != "none":
         kv += [
@@ -490,8 +614,82 @@ def to_verl_overrides(
                     "adapter",
                     "PiSSA has no verl switch: initialise it offline (verl.md §4.4) and pass pissa_adapter_path",
                 )
-            kv.append(("actor_rollout_ref.model.lora_adapter_path", pissa_adapter_path))
-    return [f"{k}={_fmt(v)}" for k, v in kv]
+            kv.append(("actor_rollout_ref.model.lora_adapter_path", _Quoted(_path_value(pissa_adapter_path))))
+    if launch is not None:
+        kv += _launch_overrides(spec, launch, masked=spec.mask != "none")
+    out: dict[str, str] = {}
+    for k, v in kv:  # Hydra refuses a key given twice: keep one, and never two different values
+        text = v if isinstance(v, _Quoted) else _fmt(v)
+        if out.setdefault(k, text) != text:
+            raise AssertionError(f"override {k} emitted with two values: {out[k]!r} and {text!r}")
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+def _launch_overrides(spec: RunSpec, launch: VerlLaunch, *, masked: bool) -> list[tuple[str, object]]:
+    """Model, data, reward function, output, logger and resources of one verl command."""
+    a, ref, r = "actor_rollout_ref.actor.", "actor_rollout_ref.ref.", "actor_rollout_ref.rollout."
+    env = "+ray_kwargs.ray_init.runtime_env.env_vars."
+    seq = spec.max_prompt_length + spec.max_response_length
+
+    def paths(values) -> _Quoted:
+        return _Quoted("[" + ",".join(_path_value(v) for v in values) + "]")
+
+    kv: list[tuple[str, object]] = [
+        ("actor_rollout_ref.model.path", _Quoted(_path_value(launch.model_path))),
+        ("actor_rollout_ref.model.use_remove_padding", True),
+        ("actor_rollout_ref.model.enable_gradient_checkpointing", True),
+        ("data.train_files", paths(launch.train_files)),
+        ("data.val_files", paths(launch.val_files or launch.train_files)),
+        ("data.val_max_samples", 8),
+        ("data.prompt_key", "prompt"),
+        # prompts over the budget are dropped when the dataset loads; none is cut silently
+        ("data.filter_overlong_prompts", True),
+        ("data.truncation", "error"),
+        ("data.seed", spec.seed),
+        (a + "strategy", "fsdp2"),  # FSDP2 keeps HF parameter names (masks, adapters)
+        (ref + "strategy", "fsdp2"),
+        (a + "use_dynamic_bsz", True),
+        (a + "ppo_max_token_len_per_gpu", 2 * seq),
+        (a + "checkpoint.save_contents", ["model", "optimizer", "extra"]),
+        (ref + "log_prob_use_dynamic_bsz", True),
+        (ref + "log_prob_max_token_len_per_gpu", 4 * seq),
+        (r + "name", "vllm"),
+        (r + "tensor_model_parallel_size", launch.rollout_tensor_parallel),
+        (r + "gpu_memory_utilization", float(launch.gpu_memory_utilization)),
+        (r + "enable_chunked_prefill", True),
+        (r + "max_num_batched_tokens", seq),
+        (r + "log_prob_use_dynamic_bsz", True),
+        (r + "log_prob_max_token_len_per_gpu", 4 * seq),
+        (r + "seed", spec.seed),
+        ("reward.custom_reward_function.path", _Quoted(_path_value(launch.reward_path))),
+        ("reward.custom_reward_function.name", launch.reward_name),
+        ("trainer.logger", ["console", "file"]),
+        ("trainer.project_name", launch.project_name),
+        ("trainer.experiment_name", launch.experiment_name),
+        ("trainer.nnodes", launch.nnodes),
+        ("trainer.n_gpus_per_node", launch.n_gpus_per_node),
+        ("trainer.total_epochs", 1000),  # the step budget ends training; the v1 loop re-iterates data
+        ("trainer.test_freq", -1),  # held-out evaluation is the evaluation stage's job
+        ("trainer.val_before_train", False),
+        ("trainer.default_local_dir", _Quoted(_path_value(launch.output_dir))),
+        ("trainer.resume_mode", "auto"),
+        (env + "VERL_FILE_LOGGER_PATH", _Quoted(_path_value(launch.metrics_path))),
+    ]
+    if launch.sequence_parallel > 1:
+        kv += [
+            (a + "ulysses_sequence_parallel_size", launch.sequence_parallel),
+            (ref + "ulysses_sequence_parallel_size", launch.sequence_parallel),
+        ]
+    if masked:
+        if not launch.mask_report_dir:
+            raise SpecError("mask", "a masked verl run needs launch.mask_report_dir (the plugin's activation records)")
+        kv.append((env + "PNT_MASK_REPORT_DIR", _Quoted(_path_value(launch.mask_report_dir))))
+    return kv
+
+
+def verl_command(overrides: list[str], python: str = "python") -> list[str]:
+    """``python -m verl.trainer.main_ppo <overrides>``."""
+    return [python, "-m", "verl.trainer.main_ppo", *overrides]
 
 
 def override_key(override: str) -> str:

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -37,16 +38,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from offprincipal.io import atomic_dir, write_json
+from offprincipal.io import atomic_dir
 
 from .callbacks import CheckpointSaver, MaskEnforcer, StepLogger
 from .masks import is_mask_target, load_masks, mask_densities, masks_for_spec, save_masks
+from .run_directory import CKPT_INFO, FINAL, MASK_FILE, METRICS_FILE, RUN_MANIFEST, checkpoint_dir_name, reference_base, write_manifest
 from .spec import RunSpec
-
-RUN_MANIFEST = "run.json"
-METRICS_FILE = "metrics.jsonl"
-MASK_FILE = "masks.npz"
-CKPT_INFO = "offprincipal_training.json"
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -260,30 +257,10 @@ def _versions() -> dict:
     }
 
 
-# ---------------------------------------------------------------------------- entry
+# ---------------------------------------------------------------------------- steps of train()
 
 
-def train(
-    spec: RunSpec,
-    base_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    train_data: list[dict],
-    reward_fn: Callable | None = None,
-    threads: int = 2,
-    mask_file: str | os.PathLike | None = None,
-) -> dict:
-    """Train one run and return its manifest (also written to ``out_dir/run.json``).
-
-    ``train_data``: RL rows ``{"prompt": str, <other columns passed to reward_fn>}``;
-    SFT rows ``{"prompt": str, "completion": str}``. ``reward_fn(prompts, completions, **columns)``
-    returns one float per completion (RL only). ``mask_file``: precomputed masks (``.npz``)
-    to use instead of computing them from the base.
-    """
-    from transformers import AutoTokenizer, set_seed
-
-    spec = spec.resolved()
-    base_dir, out_dir = Path(base_dir), Path(out_dir)
+def _check_train_data(spec: RunSpec, train_data: list[dict], reward_fn: Callable | None) -> None:
     if not train_data:
         raise ValueError("train_data is empty")
     if spec.is_rl:
@@ -296,223 +273,317 @@ def train(
     elif any("prompt" not in row or "completion" not in row for row in train_data):
         raise ValueError("every SFT train_data row needs 'prompt' and 'completion'")
 
+
+@contextlib.contextmanager
+def _cpu_session(threads: int):
+    """Torch thread count and warning filters for the duration of one run."""
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    warn_ctx = warnings.catch_warnings()
-    warn_ctx.__enter__()
-    # trl 1.16 still calls the renamed `is_gradient_checkpointing` (we never checkpoint)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        with warnings.catch_warnings():
+            # trl 1.16 still calls the renamed `is_gradient_checkpointing` (we never checkpoint)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    """Remove what an earlier run left (checkpoints, manifest): a run directory is one run."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("step_*"), out_dir / "final"]:
+    for stale in [*out_dir.glob("step_*"), out_dir / FINAL]:
         if stale.is_dir():
             shutil.rmtree(stale)
     (out_dir / RUN_MANIFEST).unlink(missing_ok=True)
+
+
+def _load_policy(spec: RunSpec, base_dir: Path):
+    """Tokenizer, trainable fp32 policy and (with ``log_kl``) a frozen fp32 copy of the base."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = _load_model(base_dir)
+    model.config.use_cache = True
+    kl_base = None
+    if spec.log_kl:
+        kl_base = _load_model(base_dir).eval()
+        kl_base.requires_grad_(False)
+    return tokenizer, model, kl_base
+
+
+def _apply_masks(spec: RunSpec, model, out_dir: Path, mask_file) -> dict | None:
+    """Masks from ``mask_file`` or the base weights, saved to the run directory; every
+    parameter without a mask is frozen."""
+    if spec.mask == "none":
+        return None
+    if mask_file is not None:
+        masks = load_masks(mask_file)
+    else:
+        masks = masks_for_spec(spec, {n: p.detach() for n, p in model.named_parameters()})
+    save_masks(out_dir / MASK_FILE, masks)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in masks)
+    not_targets = [n for n in masks if not is_mask_target(n)]
+    if not_targets:
+        raise ValueError(f"mask file holds non-projection tensors: {not_targets[:3]}")
+    return masks
+
+
+def _apply_adapter(spec: RunSpec, model):
+    if spec.adapter == "none":
+        return model
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    set_seed(spec.seed)  # LoRA's A init draws from the global RNG
+    return get_peft_model(model, _peft_config(spec))
+
+
+def _common_args(spec: RunSpec, work_dir: Path) -> dict:
+    """Trainer arguments shared by GRPO and SFT: CPU fp32, the spec's AdamW, no saving by HF."""
+    ups = spec.updates_per_step
+    return dict(
+        output_dir=str(work_dir),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        learning_rate=spec.lr,
+        lr_scheduler_type="constant_with_warmup" if spec.lr_warmup_steps else "constant",
+        warmup_steps=spec.lr_warmup_steps * ups,
+        weight_decay=spec.weight_decay,
+        adam_beta1=spec.betas[0],
+        adam_beta2=spec.betas[1],
+        adam_epsilon=spec.eps,
+        max_grad_norm=spec.max_grad_norm,
+        max_steps=spec.steps * ups,
+        gradient_accumulation_steps=1,
+        dataloader_num_workers=0,
+    )
+
+
+def _rl_trainer(spec: RunSpec, model, tokenizer, train_data, reward_fn, common: dict):
+    from datasets import Dataset
+    from trl import GRPOConfig
+    from trl.rewards import get_soft_overlong_punishment
+
+    _check_prompts(tokenizer, [r["prompt"] for r in train_data], spec.max_prompt_length)
+    reward_funcs = [_reward_wrapper(reward_fn)]
+    weights = [1.0]
+    if spec.overlong_buffer:
+        reward_funcs.append(
+            get_soft_overlong_punishment(
+                max_completion_len=spec.max_response_length, soft_punish_cache=spec.overlong_buffer_len
+            )
+        )
+        weights.append(float(spec.overlong_penalty_factor))
+    args = GRPOConfig(
+        **common,
+        per_device_train_batch_size=spec.mini_batch_prompts * spec.group_size,
+        steps_per_generation=spec.prompts_per_step // spec.mini_batch_prompts,
+        num_iterations=spec.ppo_epochs,
+        num_generations=spec.group_size,
+        max_completion_length=spec.max_response_length,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        top_k=0 if spec.top_k == -1 else spec.top_k,
+        beta=spec.kl_coef if spec.kl_in_loss else 0.0,
+        loss_type="dapo" if spec.loss_agg_mode == "token-mean" else "grpo",
+        epsilon=spec.clip_ratio_low,
+        epsilon_high=spec.clip_ratio_high,
+        scale_rewards="group" if spec.norm_adv_by_std else "none",
+        mask_truncated_completions=False,
+        entropy_coef=spec.entropy_coeff,
+        use_vllm=False,
+        log_completions=False,
+        remove_unused_columns=False,
+        reward_weights=weights,
+    )
+    return _make_rl_trainer_cls()(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_list(list(train_data)),
+        processing_class=tokenizer,
+    )
+
+
+def _sft_trainer(spec: RunSpec, model, tokenizer, train_data, common: dict):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    rows = []
+    for r in train_data:
+        prompt, completion = r["prompt"], r["completion"]
+        if prompt and completion and not prompt[-1].isspace() and not completion[0].isspace():
+            completion = " " + completion  # keep word boundaries for whitespace tokenizers
+        rows.append({"prompt": prompt, "completion": completion})
+    args = SFTConfig(
+        **common,
+        per_device_train_batch_size=spec.sft_batch_size,
+        max_length=spec.sft_max_length,
+        completion_only_loss=spec.sft_completion_only_loss,
+        packing=False,
+        padding_free=False,
+        dataset_num_proc=None,
+    )
+    return _make_sft_trainer_cls()(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+
+
+def _checkpoint_info(spec: RunSpec, base_dir: Path, step: int) -> dict:
+    return {"step": step, "algorithm": spec.algorithm, "base": str(base_dir), "dtype": spec.save_dtype}
+
+
+def _attach_callbacks(trainer, spec: RunSpec, masks, tokenizer, base_dir: Path, out_dir: Path):
+    """Mask enforcement, the per-step log and the checkpoint schedule; returns
+    ``(enforcer or None, step_logger, saved)`` where ``saved`` fills with {step: dir name}."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # the per-step JSON log replaces stdout dicts
+    trainer.remove_callback(ProgressCallback)
+    enforcer = None
+    if masks is not None:
+        enforcer = MaskEnforcer(masks)
+        enforcer.attach(trainer.model)
+        trainer.add_callback(enforcer)
+    step_logger = StepLogger(out_dir / f".{METRICS_FILE}.partial", spec.updates_per_step)
+    trainer.add_callback(step_logger)
+    save_dtype = _DTYPES[spec.save_dtype]
+    saved: dict[int, str] = {}
+
+    def save(step: int) -> None:
+        path = out_dir / checkpoint_dir_name(step)
+        save_policy(trainer.model, tokenizer, path, dtype=save_dtype, info=_checkpoint_info(spec, base_dir, step))
+        saved[step] = path.name
+
+    trainer.add_callback(CheckpointSaver(spec.save_steps, spec.updates_per_step, save))
+    return enforcer, step_logger, saved
+
+
+def _manifest(spec, base_dir, base_checkpoint, trainer, saved, step_logger, enforcer, masks, timing) -> dict:
+    rows = step_logger.rows
+    final_step = trainer.state.global_step // spec.updates_per_step
+    manifest = {
+        "spec": spec.to_dict(),
+        "base": str(base_dir),
+        "reference_base": reference_base(base_checkpoint, base_dir),
+        "backend": "trl",
+        "checkpoint_format": "hf",
+        "checkpoints": {str(k): saved[k] for k in sorted(saved)},
+        "final": FINAL,
+        "metrics": METRICS_FILE,
+        "steps": final_step,
+        "optimizer_updates": trainer.state.global_step,
+        **timing,
+        "versions": _versions(),
+        "kl_estimator": {
+            "kl": "exact per-token KL(pi_theta || pi_base) over the vocabulary, mean over completion tokens",
+            "kl_k1": "mean log pi_theta(y) - log pi_base(y) on sampled tokens",
+            "kl_k3": "mean r - log r - 1, r = pi_base(y)/pi_theta(y) (low_var_kl, unclipped)",
+            "when": "on each step's rollouts (RL) / batch (SFT), before that step's update",
+            "reference": "the original base checkpoint (also for LoRA and PiSSA)",
+        },
+        "last_row": rows[-1] if rows else None,
+    }
+    if masks is not None:
+        dens = mask_densities(masks)
+        total = sum(m.numel() for m in masks.values())
+        manifest["mask"] = {
+            "file": MASK_FILE,
+            "kind": spec.mask,
+            "density": sum(int(m.sum()) for m in masks.values()) / total,
+            "density_per_matrix": dens,
+            "frozen_outside_mask": "every other parameter (embeddings, norms) is frozen",
+            "restores": enforcer.restores if enforcer else 0,
+        }
+    if spec.adapter != "none":
+        manifest["adapter"] = {
+            "kind": spec.adapter,
+            "rank": spec.adapter_rank,
+            "alpha": spec.adapter_alpha,
+            "target_modules": list(spec.adapter_target_modules),
+            "init": "peft PiSSA (init_lora_weights='pissa')" if spec.adapter == "pissa" else "peft default (B = 0)",
+            "checkpoints": "adapters merged into full weights (merge_and_unload), then cast to save_dtype",
+        }
+    return manifest
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+def train(
+    spec: RunSpec,
+    base_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    train_data: list[dict],
+    reward_fn: Callable | None = None,
+    threads: int = 2,
+    mask_file: str | os.PathLike | None = None,
+    base_checkpoint: str | None = None,
+) -> dict:
+    """Train one run and return its manifest (also written to ``out_dir/run.json``).
+
+    ``train_data``: RL rows ``{"prompt": str, <other columns passed to reward_fn>}``;
+    SFT rows ``{"prompt": str, "completion": str}``. ``reward_fn(prompts, completions, **columns)``
+    returns one float per completion (RL only). ``mask_file``: precomputed masks (``.npz``)
+    to use instead of computing them from the base. ``base_checkpoint``: the config's id of
+    the base, recorded as the manifest's ``reference_base``.
+    """
+    from transformers import set_seed
+
+    spec = spec.resolved()
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    _check_train_data(spec, train_data, reward_fn)
     work_dir = out_dir / ".trainer"
     t_start = time.perf_counter()
-    try:
-        set_seed(spec.seed)
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = _load_model(base_dir)
-        model.config.use_cache = True
-        kl_base = None
-        if spec.log_kl:
-            kl_base = _load_model(base_dir).eval()
-            kl_base.requires_grad_(False)
-
-        # ---- masks / adapters
-        masks = None
-        if spec.mask != "none":
-            if mask_file is not None:
-                masks = load_masks(mask_file)
+    with _cpu_session(threads):
+        _clear_outputs(out_dir)
+        try:
+            set_seed(spec.seed)
+            tokenizer, model, kl_base = _load_policy(spec, base_dir)
+            masks = _apply_masks(spec, model, out_dir, mask_file)
+            model = _apply_adapter(spec, model)
+            common = _common_args(spec, work_dir)
+            if spec.is_rl:
+                trainer = _rl_trainer(spec, model, tokenizer, train_data, reward_fn, common)
             else:
-                masks = masks_for_spec(spec, {n: p.detach() for n, p in model.named_parameters()})
-            save_masks(out_dir / MASK_FILE, masks)
-            for name, p in model.named_parameters():
-                p.requires_grad_(name in masks)
-            not_targets = [n for n in masks if not is_mask_target(n)]
-            if not_targets:
-                raise ValueError(f"mask file holds non-projection tensors: {not_targets[:3]}")
-        if spec.adapter != "none":
-            from peft import get_peft_model
+                trainer = _sft_trainer(spec, model, tokenizer, train_data, common)
+            trainer._spec = spec
+            trainer._kl_base = kl_base
+            enforcer, step_logger, saved = _attach_callbacks(trainer, spec, masks, tokenizer, base_dir, out_dir)
 
-            set_seed(spec.seed)  # LoRA's A init draws from the global RNG
-            model = get_peft_model(model, _peft_config(spec))
-
-        ups = spec.updates_per_step
-        trainer_cls = _make_rl_trainer_cls() if spec.is_rl else _make_sft_trainer_cls()
-        common = dict(
-            output_dir=str(work_dir),
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            activation_checkpointing=False,
-            report_to=[],
-            logging_steps=1,
-            save_strategy="no",
-            disable_tqdm=True,
-            seed=spec.seed,
-            data_seed=spec.seed,
-            learning_rate=spec.lr,
-            lr_scheduler_type="constant_with_warmup" if spec.lr_warmup_steps else "constant",
-            warmup_steps=spec.lr_warmup_steps * ups,
-            weight_decay=spec.weight_decay,
-            adam_beta1=spec.betas[0],
-            adam_beta2=spec.betas[1],
-            adam_epsilon=spec.eps,
-            max_grad_norm=spec.max_grad_norm,
-            max_steps=spec.steps * ups,
-            gradient_accumulation_steps=1,
-            dataloader_num_workers=0,
-        )
-        from datasets import Dataset
-
-        if spec.is_rl:
-            from trl import GRPOConfig
-            from trl.rewards import get_soft_overlong_punishment
-
-            _check_prompts(tokenizer, [r["prompt"] for r in train_data], spec.max_prompt_length)
-            reward_funcs = [_reward_wrapper(reward_fn)]
-            weights = [1.0]
-            if spec.overlong_buffer:
-                reward_funcs.append(
-                    get_soft_overlong_punishment(
-                        max_completion_len=spec.max_response_length, soft_punish_cache=spec.overlong_buffer_len
-                    )
-                )
-                weights.append(float(spec.overlong_penalty_factor))
-            args = GRPOConfig(
-                **common,
-                per_device_train_batch_size=spec.mini_batch_prompts * spec.group_size,
-                steps_per_generation=spec.prompts_per_step // spec.mini_batch_prompts,
-                num_iterations=spec.ppo_epochs,
-                num_generations=spec.group_size,
-                max_completion_length=spec.max_response_length,
-                temperature=spec.temperature,
-                top_p=spec.top_p,
-                top_k=0 if spec.top_k == -1 else spec.top_k,
-                beta=spec.kl_coef if spec.kl_in_loss else 0.0,
-                loss_type="dapo" if spec.loss_agg_mode == "token-mean" else "grpo",
-                epsilon=spec.clip_ratio_low,
-                epsilon_high=spec.clip_ratio_high,
-                scale_rewards="group" if spec.norm_adv_by_std else "none",
-                mask_truncated_completions=False,
-                entropy_coef=spec.entropy_coeff,
-                use_vllm=False,
-                log_completions=False,
-                remove_unused_columns=False,
-                reward_weights=weights,
+            t_train = time.perf_counter()
+            trainer.train()
+            train_seconds = time.perf_counter() - t_train
+            step_logger.close()
+            final_step = trainer.state.global_step // spec.updates_per_step
+            if final_step != spec.steps:
+                raise RuntimeError(f"training stopped after {final_step} of {spec.steps} steps")
+            save_policy(
+                trainer.model,
+                tokenizer,
+                out_dir / FINAL,
+                dtype=_DTYPES[spec.save_dtype],
+                info=_checkpoint_info(spec, base_dir, final_step),
             )
-            trainer = trainer_cls(
-                model=model,
-                reward_funcs=reward_funcs,
-                args=args,
-                train_dataset=Dataset.from_list(list(train_data)),
-                processing_class=tokenizer,
-            )
-        else:
-            from trl import SFTConfig
-
-            rows = []
-            for r in train_data:
-                prompt, completion = r["prompt"], r["completion"]
-                if prompt and completion and not prompt[-1].isspace() and not completion[0].isspace():
-                    completion = " " + completion  # keep word boundaries for whitespace tokenizers
-                rows.append({"prompt": prompt, "completion": completion})
-            args = SFTConfig(
-                **common,
-                per_device_train_batch_size=spec.sft_batch_size,
-                max_length=spec.sft_max_length,
-                completion_only_loss=spec.sft_completion_only_loss,
-                packing=False,
-                padding_free=False,
-                dataset_num_proc=None,
-            )
-            trainer = trainer_cls(
-                model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-            )
-        trainer._spec = spec
-        trainer._kl_base = kl_base
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(PrinterCallback)  # the per-step JSON log replaces stdout dicts
-        trainer.remove_callback(ProgressCallback)
-
-        # ---- callbacks
-        enforcer = None
-        if masks is not None:
-            enforcer = MaskEnforcer(masks)
-            enforcer.attach(trainer.model)
-            trainer.add_callback(enforcer)
-        metrics_tmp = out_dir / f".{METRICS_FILE}.partial"
-        step_logger = StepLogger(metrics_tmp, ups)
-        trainer.add_callback(step_logger)
-        save_dtype = _DTYPES[spec.save_dtype]
-        saved: dict[int, str] = {}
-
-        def save(step: int) -> None:
-            path = out_dir / f"step_{step}"
-            info = {"step": step, "algorithm": spec.algorithm, "base": str(base_dir), "dtype": spec.save_dtype}
-            save_policy(trainer.model, tokenizer, path, dtype=save_dtype, info=info)
-            saved[step] = path.name
-
-        trainer.add_callback(CheckpointSaver(spec.save_steps, ups, save))
-
-        t_train = time.perf_counter()
-        trainer.train()
-        train_seconds = time.perf_counter() - t_train
-        step_logger.close()
-        final_step = trainer.state.global_step // ups
-        if final_step != spec.steps:
-            raise RuntimeError(f"training stopped after {final_step} of {spec.steps} steps")
-        save_policy(
-            trainer.model,
-            tokenizer,
-            out_dir / "final",
-            dtype=save_dtype,
-            info={"step": final_step, "algorithm": spec.algorithm, "base": str(base_dir), "dtype": spec.save_dtype},
-        )
-        os.replace(metrics_tmp, out_dir / METRICS_FILE)
-
-        rows = step_logger.rows
-        manifest = {
-            "spec": spec.to_dict(),
-            "base": str(base_dir),
-            "backend": "trl",
-            "checkpoints": {str(k): saved[k] for k in sorted(saved)},
-            "final": "final",
-            "metrics": METRICS_FILE,
-            "steps": final_step,
-            "optimizer_updates": trainer.state.global_step,
-            "train_seconds": train_seconds,
-            "seconds_per_step": train_seconds / max(final_step, 1),
-            "total_seconds": time.perf_counter() - t_start,
-            "threads": threads,
-            "versions": _versions(),
-            "kl_estimators": {
-                "kl": "exact per-token KL(pi_theta || pi_base) over the vocabulary, mean over completion tokens",
-                "kl_k1": "mean log pi_theta(y) - log pi_base(y) on sampled tokens",
-                "kl_k3": "mean r - log r - 1, r = pi_base(y)/pi_theta(y) (low_var_kl, unclipped)",
-                "when": "on each step's rollouts (RL) / batch (SFT), before that step's update",
-                "reference": "the original base checkpoint (also for LoRA and PiSSA)",
-            },
-            "last_row": rows[-1] if rows else None,
-        }
-        if masks is not None:
-            dens = mask_densities(masks)
-            total = sum(m.numel() for m in masks.values())
-            manifest["mask"] = {
-                "file": MASK_FILE,
-                "kind": spec.mask,
-                "density": sum(int(m.sum()) for m in masks.values()) / total,
-                "density_per_matrix": dens,
-                "frozen_outside_mask": "every other parameter (embeddings, norms) is frozen",
-                "restores": enforcer.restores if enforcer else 0,
+            os.replace(step_logger.path, out_dir / METRICS_FILE)
+            timing = {
+                "train_seconds": train_seconds,
+                "seconds_per_step": train_seconds / max(final_step, 1),
+                "total_seconds": time.perf_counter() - t_start,
+                "threads": threads,
             }
-        write_json(out_dir / RUN_MANIFEST, manifest)
-        return manifest
-    finally:
-        warn_ctx.__exit__(None, None, None)
-        torch.set_num_threads(old_threads)
-        shutil.rmtree(work_dir, ignore_errors=True)
+            manifest = _manifest(spec, base_dir, base_checkpoint, trainer, saved, step_logger, enforcer, masks, timing)
+            write_manifest(out_dir, manifest)
+            return manifest
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,5 +1,5 @@
-# The toy world: seeded task datasets, a base pretrained on them, intervened bases,
-# and training runs with the single-machine backend.
+# The toy world: seeded task datasets, a base pretrained on them and intervened bases
+# (its training runs are in training.smk, its evaluations in evaluation.smk).
 
 
 rule toy_datasets:
@@ -52,37 +52,3 @@ rule intervene:
         "../scripts/intervene.py"
 
 
-rule train_run:
-    input:
-        base=run_base_manifest,
-        data=f"{RESULTS}/toy/data",
-    output:
-        directory(f"{RESULTS}/runs/{{run}}"),
-    log:
-        f"{RESULTS}/logs/train_run/{{run}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train_run/{{run}}.tsv"
-    conda:
-        "../../envs/offprincipal.yaml"
-    # one thread per run: two single-threaded runs side by side beat one two-threaded run
-    threads: 1
-    params:
-        run=run_config,
-    script:
-        "../scripts/train-run.py"
-
-
-rule run_checkpoint:
-    input:
-        run_dir_of_checkpoint,
-    output:
-        f"{RESULTS}/checkpoints/{{run_ckpt}}.json",
-    log:
-        f"{RESULTS}/logs/run_checkpoint/{{run_ckpt}}.log",
-    localrule: True
-    conda:
-        "../../envs/offprincipal.yaml"
-    params:
-        step=run_checkpoint_step,
-    script:
-        "../scripts/run-checkpoint.py"

@@ -8,5 +8,6 @@ train_toy_run(
     snakemake.input.base,
     snakemake.input.data,
     snakemake.output[0],
+    task=snakemake.params.task,
     threads=snakemake.threads,
 )

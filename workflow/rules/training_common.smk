@@ -1,0 +1,80 @@
+# Names and input functions of the training rules (training.smk).
+
+from offprincipal.config import datasets as config_datasets
+
+DATASETS = config_datasets(config)
+TRAINING_ENV = "../../envs/training.yaml"
+ANALYSIS_ENV = "../../envs/offprincipal.yaml"
+
+
+def runs_of(backend):
+    return [r for r, spec in RUNS.items() if spec["backend"] == backend]
+
+
+def datasets_from(source):
+    return [d for d, spec in DATASETS.items() if spec["source"] == source]
+
+
+def run_spec(run):
+    return RUNS[run]["spec"]
+
+
+def is_masked(run):
+    return run_spec(run).get("mask", "none") != "none"
+
+
+def is_pissa(run):
+    return run_spec(run).get("adapter", "none") == "pissa"
+
+
+def dataset_dir(ds):
+    return f"{RESULTS}/datasets/{ds}"
+
+
+def toy_task_of_run(wildcards):
+    return DATASETS[RUNS[wildcards.run]["data"]]["task"]
+
+
+def verl_run_inputs(wildcards):
+    run = wildcards.run
+    inputs = {
+        "base": manifest(RUNS[run]["base"]),
+        "data": dataset_dir(RUNS[run]["data"]),
+    }
+    if is_masked(run):
+        inputs["masks"] = f"{RESULTS}/training_masks/{run}.npz"
+    if is_pissa(run):
+        inputs["pissa"] = f"{RESULTS}/pissa/{run}"
+    return inputs
+
+
+def verl_resources(wildcards):
+    return RUNS[wildcards.run].get("verl", {})
+
+
+def verl_gpus(wildcards):
+    return verl_resources(wildcards).get("n_gpus_per_node", 8)
+
+
+def merged_step_name(step):
+    return "final" if step == "final" else f"step_{step}"
+
+
+def run_checkpoint_inputs(wildcards):
+    """A TRL run's checkpoints are in its run directory; a verl run's are merged per step, and
+    a masked verl run's merged checkpoint is used only after its frozen-entry check passed.
+    """
+    ck = CHECKPOINTS[wildcards.run_ckpt]
+    run = ck["run"]
+    inputs = {"run": run_dir(run)}
+    if RUNS[run]["backend"] == "verl":
+        name = merged_step_name(ck["step"])
+        inputs["merged"] = f"{RESULTS}/merged/{run}/{name}"
+        if is_masked(run):
+            inputs["frozen_check"] = f"{RESULTS}/checks/frozen/{run}/{name}.json"
+    return inputs
+
+
+def merged_step_value(wildcards):
+    name = wildcards.merged_step
+    return "final" if name == "final" else int(name.removeprefix("step_"))
