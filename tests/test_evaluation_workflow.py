@@ -71,14 +71,23 @@ def test_toy_tasks_need_the_toy_world():
 
 def test_paper_dry_run_plans_every_evaluation_it_names(tmp_path):
     config = load(REPO / "config" / "paper.yaml")
-    art = config["artifacts"]["table1_acc"]
-    want = {f"results/paper/eval/{art['suite']}/{c}.json"
-            for p in art["pairs"] for c in (config["pairs"][p]["base"], config["pairs"][p]["finetuned"])}
+    want = {f"results/paper/eval/{suite}/{c}.json"
+            for suite, ckpts in config["evaluations"]["checkpoints"].items() for c in ckpts}
+    accuracy_artifacts = []
+    for name, art in config["artifacts"].items():
+        if "suite" in art:
+            accuracy_artifacts.append(name)
+            want |= {f"results/paper/eval/{art['suite']}/{c}.json"
+                     for p in art["pairs"] for c in (config["pairs"][p]["base"], config["pairs"][p]["finetuned"])}
+    # every saved step and final checkpoint of the paper's own runs is evaluated
+    runs = {c for c, spec in config["checkpoints"].items() if spec["source"] == "run"}
+    assert runs <= {Path(w).stem for w in want}
     result = dry_run("--configfile=config/paper.yaml", "--directory", str(tmp_path))
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert set(planned(out, "evaluate")) == want
-    assert planned(out, "paired_evaluations") == ["results/paper/eval/paired/table1_acc.csv"]
+    assert sorted(planned(out, "paired_evaluations")) == sorted(
+        f"results/paper/eval/paired/{a}.csv" for a in accuracy_artifacts)
 
 
 def test_listed_evaluations_are_planned_beside_the_artifacts(tmp_path):

@@ -59,6 +59,17 @@ def _base_line(ax, accs: dict[str, acc.Accuracy]) -> list[tuple]:
     return entries
 
 
+#: the KL-to-base column a run logged, best first: the TRL backend measures the exact KL, verl
+#: (verl.md §7 option A) only the k3 estimator on its update mini-batches
+KL_COLUMNS = ("kl", "kl_k3")
+_KL_TEXT = {"kl": "exact KL over the vocabulary, mean over completion tokens",
+            "kl_k3": "k3 estimator r − log r − 1 on sampled tokens (verl's low_var_kl)"}
+
+
+def _kl_text(shown: set[str]) -> str:
+    return "; ".join(_KL_TEXT[c] for c in KL_COLUMNS if c in shown)
+
+
 def _kl_axes(ax) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("token-wise KL(π_θ ‖ π_base)")
@@ -81,9 +92,11 @@ def fig9(ctx: Context):
     cols = colors(len(runs))
     fig, axes = new_figure(1, 2, panel_w=4.6, panel_h=3.4)
     ax_kl, ax_acc = axes[0]
+    shown = set()
     for r, c in zip(runs, cols):
-        _, rows = r.column(ctx.name, "kl")
-        ax_kl.plot(rows["step"], rows["kl"], color=c, lw=1.6, marker="o" if len(rows) <= 30 else None, ms=3)
+        col, rows = r.column(ctx.name, *KL_COLUMNS)
+        shown.add(col)
+        ax_kl.plot(rows["step"], rows[col], color=c, lw=1.6, marker="o" if len(rows) <= 30 else None, ms=3)
     _kl_axes(ax_kl)
     ax_kl.set_title("KL to the base per step (logged, not in the loss)")
     x = np.arange(len(runs))
@@ -109,7 +122,8 @@ def fig9(ctx: Context):
         legend.append(text)
     handles += [h for h, _ in base_entries]
     legend += [t for _, t in base_entries]
-    finish(fig, ctx, subtitle_extra=acc.describe(results[0]), handles=handles, labels=legend, legend_cols=1)
+    finish(fig, ctx, subtitle_extra=f"KL: {_kl_text(shown)}; accuracy: {acc.describe(results[0])}",
+           handles=handles, labels=legend, legend_cols=1)
     return fig
 
 
@@ -121,16 +135,17 @@ def fig15(ctx: Context):
     cols = colors(len(runs))
     fig, axes = new_figure(1, 1, panel_w=6.4, panel_h=3.6)
     ax = axes[0][0]
-    any_k3 = False
+    any_k3, shown = False, set()
     for r, c in zip(runs, cols):
-        _, rows = r.column(ctx.name, "kl")
-        ax.plot(rows["step"], rows["kl"], color=c, lw=1.7, marker="o" if len(rows) <= 30 else None, ms=3)
-        if "kl_k3" in r.log.columns and r.log["kl_k3"].notna().any():
+        col, rows = r.column(ctx.name, *KL_COLUMNS)
+        shown.add(col)
+        ax.plot(rows["step"], rows[col], color=c, lw=1.7, marker="o" if len(rows) <= 30 else None, ms=3)
+        if col != "kl_k3" and "kl_k3" in r.log.columns and r.log["kl_k3"].notna().any():
             k3 = r.log[["step", "kl_k3"]].dropna()
             ax.plot(k3["step"], k3["kl_k3"], color=c, lw=1.1, ls="--")
             any_k3 = True
     _kl_axes(ax)
-    ax.set_title("KL to the base on each step's rollouts, before that step's update")
+    ax.set_title("KL to the base per training step (logged, not in the loss)")
     handles = [Line2D([], [], color=c, lw=1.7, marker="o", ms=3) for c in cols]
     labels = [f"{ctx.label(p)} (lr {lr_text(r.lr)})" for p, r in zip(ctx.pair_ids, runs)]
     if any_k3:
@@ -139,7 +154,7 @@ def fig15(ctx: Context):
     kl_coef = {float(r.spec.get("kl_coef", 0.0)) for r in runs}
     in_loss = any(r.spec.get("kl_in_loss") for r in runs)
     algos = "/".join(sorted({str(r.spec.get("algorithm", "?")).upper() for r in runs}))
-    extra = f"{algos}; solid: exact KL over the vocabulary, mean over completion tokens; " + (
+    extra = f"{algos}; solid: {_kl_text(shown)}; " + (
         f"KL in the loss (β = {', '.join(f'{b:g}' for b in sorted(kl_coef))})" if in_loss else "β = 0 (KL not in the loss)")
     finish(fig, ctx, subtitle_extra=extra, handles=handles, labels=labels, legend_cols=1)
     return fig
