@@ -8,7 +8,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 BIN_VERL := $(VENV_VERL)/bin
 
-.PHONY: run test verl-test lint report clean-results
+.PHONY: run test main-test verl-test lint report clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,11 @@ run: $(BIN)/.installed
 report: $(BIN)/.installed
 	$(BIN)/snakemake --report results/report.zip
 
+# The whole test suite: the main one in .venv, then tests/verl in .venv-verl.
+test: main-test verl-test
+
 # pytest exits 5 when it collects nothing; an empty selection must fail, not pass quietly.
-test: $(BIN)/.installed
+main-test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
