@@ -28,6 +28,7 @@ from offprincipal.metrics import crossrun
 from offprincipal.metrics.masks import MaskFile, low_magnitude_mask, mask_writer, overlaps, principal_mask
 from offprincipal.metrics.sparsity import compare_blocks
 from offprincipal.metrics.spectral import angle_curve, nss, spectrum, update_rank_ratio
+from offprincipal.progress import pass_progress
 from offprincipal.tensorfile import streaming_safetensors
 
 log = logging.getLogger(__name__)
@@ -82,30 +83,46 @@ def compare_pair(
     dev = pick_device(device)
     rows = []
     with open_checkpoint(base_manifest) as base, open_checkpoint(ft_manifest) as ft, mask_writer(masks_npz) as masks:
-        # stored dtypes here; compare_blocks rounds to bf16 block by block
-        for tp in iter_pairs(base, ft, dtype=None, device=dev):
-            bits, changed_eta, changed_abs = compare_blocks(
-                tp.base, tp.ft, eta=eta, atol=abs_tolerance, cast_to_bf16=cast_to_bf16
-            )
-            masks.add_packed(tp.name, bits, tuple(tp.base.shape))
-            release_pages(tp.base, tp.ft)  # RSS stays one pair, not the whole model
-            rows.append(
-                {
-                    **_info_columns(tp.info),
-                    "shape": _shape_str(tp.base.shape),
-                    "numel": tp.base.numel(),
-                    "base_dtype": str(tp.base_dtype).removeprefix("torch."),
-                    "ft_dtype": str(tp.ft_dtype).removeprefix("torch."),
-                    "changed_eta": changed_eta,
-                    "changed_abs": changed_abs,
-                    "note": tp.note,
-                }
-            )
+        plan = pair_names(base, ft)
+        total = sum(_stored_bytes(base, b) + _stored_bytes(ft, f) for _, b, f in plan)
+        with pass_progress(f"sparsity {base.label} → {ft.label}", tensors=len(plan), total_bytes=total) as progress:
+            # stored dtypes here; compare_blocks rounds to bf16 block by block
+            for tp in iter_pairs(base, ft, dtype=None, device=dev):
+                bits, counts = compare_blocks(tp.base, tp.ft, eta=eta, atol=abs_tolerance, cast_to_bf16=cast_to_bf16)
+                masks.add_packed(tp.name, bits, tuple(tp.base.shape))
+                nbytes = tp.base.numel() * tp.base.element_size() + tp.ft.numel() * tp.ft.element_size()
+                release_pages(tp.base, tp.ft)  # RSS stays one pair, not the whole model
+                rows.append(
+                    {
+                        **_info_columns(tp.info),
+                        "shape": _shape_str(tp.base.shape),
+                        "numel": tp.base.numel(),
+                        "base_dtype": str(tp.base_dtype).removeprefix("torch."),
+                        "ft_dtype": str(tp.ft_dtype).removeprefix("torch."),
+                        "changed_eta": counts.changed_eta,
+                        "changed_abs": counts.changed_abs,
+                        "note": tp.note,
+                        "nonfinite_base": counts.nonfinite_base,
+                        "nonfinite_ft": counts.nonfinite_ft,
+                    }
+                )
+                if counts.nonfinite_base or counts.nonfinite_ft:
+                    log.warning(
+                        "tensor %s holds %d inf/NaN entries in base %s and %d in %s; they count as changed"
+                        " only where the codes differ",
+                        tp.name, counts.nonfinite_base, base.label, counts.nonfinite_ft, ft.label,
+                    )
+                progress.advance(nbytes)
         table = _frame(rows)
         if table.empty:
             raise ValueError(f"pair {base.label} → {ft.label} has no tensors in common")
         write_table(table, updates_csv)
     return table
+
+
+def _stored_bytes(ckpt: Checkpoint, name: str) -> int:
+    """Bytes ``name`` occupies on disk (its slice, for a fused MoE expert)."""
+    return ckpt.byte_span(name)[2]
 
 
 def matrix_names(ckpt: Checkpoint, kinds: Iterable[str]) -> list[str]:
