@@ -303,7 +303,7 @@ def _matrix_geometry(name, base, ft, base_name, ft_name, s0_file, s1_file, masks
         row["nss"] = nss(S0, S1)
         row.update(overlaps({"princ": princ, "low": low, "princ_not_low": princ & ~low}, updated))
         for side, a, b in (("U", U0, U1), ("V", V0, V1)):
-            curve = angle_curve(a, b, angle_ks, S0)
+            curve = angle_curve(a, b, angle_ks, S0, orthonormal=True)  # singular vectors
             angle_rows += [{**_info_columns(info), "side": side, **r} for r in curve]
             at_report = [r for r in curve if r["k"] <= report_k]
             last = at_report[-1] if at_report else {"k": pd.NA, "max_angle_deg": float("nan"), "gap": float("nan")}
