@@ -23,6 +23,7 @@ include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/artifacts.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:

@@ -123,6 +123,8 @@ def _quiet_mesh_warning() -> Iterator[None]:
 
 
 def _load_rank(path: Path) -> dict:
+    import torch.distributed.tensor  # noqa: F401  -- registers DTensor for weights_only loading
+
     try:
         with _quiet_mesh_warning():
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
