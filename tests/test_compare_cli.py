@@ -218,6 +218,24 @@ def test_a_failed_run_leaves_no_report_and_names_the_problem(world, pair_run, tm
     assert not (out / "report.html").exists() and not (out / "report.json").exists()
 
 
+def test_profile_and_snakemake_arguments_pass_through(world, tmp_path):
+    """A dry run under the SLURM profile: the same rules, with the profile's GPU resources."""
+    tmp, env = world
+    env = {**env, "SLURM_ACCOUNT": "acct", "SLURM_CPU_PARTITION": "cpu", "SLURM_GPU_PARTITION": "gpu"}
+    repo = TESTS.parent
+    res = subprocess.run(
+        [sys.executable, "-m", "offprincipal.cli", "compare", str(tmp / "base"), str(tmp / "rl"), "-o", str(tmp_path / "o"),
+         "--profile", "profiles/slurm", "-n", "--", "--quiet", "progress"],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:]
+    block = res.stdout[res.stdout.index("rule spectra:"):]
+    resources = next(line for line in block.splitlines() if "resources:" in line)
+    assert "gpu=1" in resources and "slurm_partition=gpu" in resources
+    for rule in ("register_local_checkpoint", "lineage", "compare_pair", "pair_geometry", "compare_report"):
+        assert f"rule {rule}:" in res.stdout, rule
+    assert not (tmp_path / "o" / "report.html").exists()
+
+
 def _cli_error(args, capsys) -> str:
     assert cli_main(["compare", *args]) == 2
     return capsys.readouterr().err

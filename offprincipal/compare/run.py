@@ -117,13 +117,13 @@ def _snakemake(out: Path, targets: list[str], args, extra: list[str], *, small: 
            "--configfile", str(out / CONFIG_NAME)]
     if args.cores or not args.profile:
         cmd += ["--cores", str(args.cores or len(os.sched_getaffinity(0)))]
-    if args.profile:
-        cmd += ["--profile", args.profile]
+    if args.profile:  # a folder given relative to where the command runs, not to OUT
+        cmd += ["--profile", str(Path(args.profile).absolute()) if Path(args.profile).is_dir() else args.profile]
     if args.dry_run:
         cmd += ["--dry-run"]
     if small and not any(a.startswith(("--max-threads", "--set-threads")) for a in extra):
         cmd += ["--max-threads", "1"]
-    cmd += extra + targets
+    cmd += targets + extra  # targets first: an option of several values (--quiet a b) must not swallow them
     sys.stdout.flush()  # our lines before Snakemake's, when both go to one pipe
     return subprocess.call(cmd)
 
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     estimate = est.estimate(inventories, ids[0], ids[1:], full)
     for line in est.describe(estimate, hub_cache):
         print(line)
-    small = not estimate.unknown and estimate.total_seconds < SMALL_RUN_S
+    small = not estimate.unknown and estimate.total_seconds < SMALL_RUN_S and not args.profile
     out.mkdir(parents=True, exist_ok=True)
     for name in PUBLISHED:  # a failed run must not leave an earlier report in place
         (out / name).unlink(missing_ok=True)
