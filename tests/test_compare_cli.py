@@ -63,6 +63,9 @@ def world(tmp_path_factory):
     cache = tmp / "hf-cache"
     populate_cache(cache, {p.name: p.read_bytes() for p in (tmp / "rl2").iterdir() if p.is_file()},
                    repo=HUB_REPO, commit=HUB_COMMIT)
+    build_base(tmp / "wide", seed=3, **{**SIZES, "intermediate_size": 96})  # another architecture, on the Hub
+    populate_cache(cache, {p.name: p.read_bytes() for p in (tmp / "wide").iterdir() if p.is_file()},
+                   repo="tiny-org/wider", commit="1" * 40)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_NUM_THREADS": "2"}
     return tmp, env
@@ -148,6 +151,11 @@ def test_report_numbers_equal_the_pipeline_csvs_and_the_bits(world, pair_run):
         c = curves[(curves["side"] == row["side"]) & (curves["k"] == row["k"])]
         assert row["max_angle_deg"] == pytest.approx(c["max_angle_deg"].mean(), rel=1e-12)
     assert pair["lineage"]["warning"] is None
+    # and the per-tensor / per-matrix rows are the CSVs' rows
+    assert [r["name"] for r in pair["tensors"]] == list(updates["name"])
+    assert [r["changed_eta"] for r in pair["tensors"]] == list(updates["changed_eta"])
+    assert [r["name"] for r in pair["matrices"]] == list(geo["name"])
+    np.testing.assert_allclose([r["nss"] for r in pair["matrices"]], geo["nss"], rtol=0, atol=0)
     # the summary states the numbers it was computed from
     assert f"{100 * ov['sparsity_eta']:.1f}%" in report["summary"]
 
@@ -234,6 +242,19 @@ def test_profile_and_snakemake_arguments_pass_through(world, tmp_path):
     for rule in ("register_local_checkpoint", "lineage", "compare_pair", "pair_geometry", "compare_report"):
         assert f"rule {rule}:" in res.stdout, rule
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_an_architecture_mismatch_found_after_the_fetch_stops_before_any_metric(world, tmp_path):
+    tmp, env = world
+    out = tmp_path / "out"
+    res = run_cli([str(tmp / "base"), "tiny-org/wider@main", "-o", str(out), "--cores", "2"], env)
+    assert res.returncode == 1, res.stdout[-3000:]
+    assert "fetching the checkpoints or the lineage check failed; no report was written" in res.stdout
+    err = res.stdout[res.stdout.index("no report was written"):]
+    assert "lineage (base__wider_main): " in err and "CheckpointMismatch" in err
+    assert "'base'" in err and "'wider_main'" in err and "mlp.down_proj.weight" in err
+    assert not (out / "report.html").exists()
+    assert not (out / "pipeline" / "pairs" / "base__wider_main" / "updates.csv").exists()  # no metric ran
 
 
 def _cli_error(args, capsys) -> str:

@@ -111,3 +111,36 @@ def test_pair_geometry_keeps_a_flagged_row_and_computes_the_rest(poisoned):
     angles = pd.read_csv(tmp / "ang.csv")
     assert not angles["name"].isin([BAD_FT, BAD_BASE]).any()
     assert set(angles["name"]) == set(good.index)
+
+
+def test_the_compare_report_lists_flagged_matrices_and_leaves_them_out_of_the_means(poisoned, tmp_path):
+    from offprincipal.checkpoints.lineage import lineage_report
+    from offprincipal.compare.numbers import PairInputs
+    from offprincipal.compare.report import write_report
+
+    tmp, m = poisoned
+    compare_pair(m["base"], m["ft"], updates_csv=tmp_path / "u.csv", masks_npz=tmp_path / "m.npz")
+    for side in ("base", "ft"):
+        compute_spectra(m[side], tmp_path / f"{side}.s", kinds=KINDS, top_k=8)
+    pair_geometry(m["base"], m["ft"], tmp_path / "base.s", tmp_path / "ft.s", tmp_path / "m.npz",
+                  geometry_csv=tmp_path / "g.csv", angles_csv=tmp_path / "a.csv",
+                  angle_ks=[1, 2, 4, 8], report_k=4, principal_rank_k=4, mask_alpha=0.5)
+    lineage_report(m["base"], m["ft"], tmp_path / "lineage.json")
+    pi = PairInputs("p", "base", "ft", "base → ft", tmp_path / "u.csv", tmp_path / "g.csv", tmp_path / "a.csv",
+                    tmp_path / "m.npz", tmp_path / "lineage.json", tmp_path / "base.s", tmp_path / "ft.s")
+    out = {k: tmp_path / f"r.{k}" for k in ("html", "json", "s.csv", "g.csv", "j.csv", "c.csv")}
+    report = write_report([pi], base={"id": "base", "display": "base", "source": "local"},
+                          finetuned=[{"id": "ft", "display": "ft", "source": "local"}],
+                          metrics={"eta": 1e-3, "abs_tolerance": 1e-5, "report_k": 4, "principal_rank_k": 4, "mask_alpha": 0.5},
+                          html_path=out["html"], json_path=out["json"], sparsity_csv=out["s.csv"],
+                          geometry_csv=out["g.csv"], jaccard_csv=out["j.csv"], consensus_csv=out["c.csv"])
+    geo = pd.read_csv(tmp_path / "g.csv")
+    good = geo[geo["flag"].fillna("") == ""]
+    p = report["pairs"]["p"]
+    assert sorted(f["name"] for f in p["geometry"]["flagged"]) == sorted([BAD_FT, BAD_BASE])
+    assert p["geometry"]["overall"]["flagged"] == 2 and p["geometry"]["overall"]["matrices"] == len(geo)
+    assert p["geometry"]["overall"]["nss"] == pytest.approx(good["nss"].mean(), rel=1e-12)
+    assert sorted(t["name"] for t in p["nonfinite_tensors"]) == sorted([BAD_FT, BAD_BASE])
+    assert "2 matrices were left out of the spectral metrics" in report["summary"]
+    page = out["html"].read_text()
+    assert "Matrices left out of the spectral metrics" in page and BAD_FT in page

@@ -67,8 +67,7 @@ def _grid(rows: list[dict], value: str) -> tuple[np.ndarray, list[str], list[str
 
 
 def _heatmap_axes(ax, mat, rows, cols, title, vmin, vmax, cbar_label, fmt):
-    cmap = plt.get_cmap(HEATMAP_CMAP).copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap(HEATMAP_CMAP).with_extremes(bad="#dddddd")  # grey: no value (no such module, flagged)
     im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols)
     step = max(1, len(rows) // 30)

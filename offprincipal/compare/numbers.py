@@ -181,6 +181,8 @@ def pair_numbers(pi: PairInputs) -> tuple[dict, dict[str, pd.DataFrame]]:
         },
         "nonfinite_tensors": nonfinite,
         "spectra": spectra_samples(pi, geometry),
+        "tensors": records(updates),  # updates.csv, one row per tensor
+        "matrices": records(geometry),  # geometry.csv, one row per matrix
     }
     tables = {
         "sparsity_layers": lk.assign(pair=pi.pair),
