@@ -26,8 +26,9 @@ from offprincipal.device import pick_device
 from offprincipal.io import write_table
 from offprincipal.metrics import crossrun
 from offprincipal.metrics.masks import MaskFile, low_magnitude_mask, mask_writer, overlaps, principal_mask
-from offprincipal.metrics.sparsity import compare_blocks
+from offprincipal.metrics.sparsity import compare_blocks, round_to_bf16
 from offprincipal.metrics.spectral import angle_curve, nss, spectrum, update_rank_ratio
+from offprincipal.progress import pass_progress
 from offprincipal.tensorfile import streaming_safetensors
 
 log = logging.getLogger(__name__)
@@ -82,25 +83,36 @@ def compare_pair(
     dev = pick_device(device)
     rows = []
     with open_checkpoint(base_manifest) as base, open_checkpoint(ft_manifest) as ft, mask_writer(masks_npz) as masks:
-        # stored dtypes here; compare_blocks rounds to bf16 block by block
-        for tp in iter_pairs(base, ft, dtype=None, device=dev):
-            bits, changed_eta, changed_abs = compare_blocks(
-                tp.base, tp.ft, eta=eta, atol=abs_tolerance, cast_to_bf16=cast_to_bf16
-            )
-            masks.add_packed(tp.name, bits, tuple(tp.base.shape))
-            release_pages(tp.base, tp.ft)  # RSS stays one pair, not the whole model
-            rows.append(
-                {
-                    **_info_columns(tp.info),
-                    "shape": _shape_str(tp.base.shape),
-                    "numel": tp.base.numel(),
-                    "base_dtype": str(tp.base_dtype).removeprefix("torch."),
-                    "ft_dtype": str(tp.ft_dtype).removeprefix("torch."),
-                    "changed_eta": changed_eta,
-                    "changed_abs": changed_abs,
-                    "note": tp.note,
-                }
-            )
+        plan = pair_names(base, ft)
+        total = sum(_stored_bytes(base, b) + _stored_bytes(ft, f) for _, b, f in plan)
+        with pass_progress(f"sparsity {base.label} → {ft.label}", tensors=len(plan), total_bytes=total) as progress:
+            # stored dtypes here; compare_blocks rounds to bf16 block by block
+            for tp in iter_pairs(base, ft, dtype=None, device=dev):
+                bits, counts = compare_blocks(tp.base, tp.ft, eta=eta, atol=abs_tolerance, cast_to_bf16=cast_to_bf16)
+                masks.add_packed(tp.name, bits, tuple(tp.base.shape))
+                nbytes = tp.base.numel() * tp.base.element_size() + tp.ft.numel() * tp.ft.element_size()
+                release_pages(tp.base, tp.ft)  # RSS stays one pair, not the whole model
+                rows.append(
+                    {
+                        **_info_columns(tp.info),
+                        "shape": _shape_str(tp.base.shape),
+                        "numel": tp.base.numel(),
+                        "base_dtype": str(tp.base_dtype).removeprefix("torch."),
+                        "ft_dtype": str(tp.ft_dtype).removeprefix("torch."),
+                        "changed_eta": counts.changed_eta,
+                        "changed_abs": counts.changed_abs,
+                        "note": tp.note,
+                        "nonfinite_base": counts.nonfinite_base,
+                        "nonfinite_ft": counts.nonfinite_ft,
+                    }
+                )
+                if counts.nonfinite_base or counts.nonfinite_ft:
+                    log.warning(
+                        "tensor %s holds %d inf/NaN entries in base %s and %d in %s; they count as changed"
+                        " only where the codes differ",
+                        tp.name, counts.nonfinite_base, base.label, counts.nonfinite_ft, ft.label,
+                    )
+                progress.advance(nbytes)
         table = _frame(rows)
         if table.empty:
             raise ValueError(f"pair {base.label} → {ft.label} has no tensors in common")
@@ -108,9 +120,28 @@ def compare_pair(
     return table
 
 
+def _stored_bytes(ckpt: Checkpoint, name: str) -> int:
+    """Bytes ``name`` occupies on disk (its slice, for a fused MoE expert)."""
+    return ckpt.byte_span(name)[2]
+
+
 def matrix_names(ckpt: Checkpoint, kinds: Iterable[str]) -> list[str]:
     kinds = set(kinds)
     return [n for n in ckpt.names() if ckpt.info(n).kind in kinds and len(ckpt.shape(n)) == 2]
+
+
+#: spectra metadata key: JSON ``{matrix name: reason}`` of the matrices whose SVD was skipped
+FLAGGED_KEY = "flagged"
+_REASON_CHARS = 160  # a flag's reason is cut to this length (the header reserves room for all)
+
+
+def nonfinite_problem(w: torch.Tensor) -> str | None:
+    """``"N inf, M NaN entries"`` when ``w`` holds non-finite values, else None."""
+    finite = torch.isfinite(w)
+    if bool(finite.all()):
+        return None
+    nan = int(torch.isnan(w).sum())
+    return f"{int((~finite).sum()) - nan} inf, {nan} NaN entries"
 
 
 def compute_spectra(
@@ -122,12 +153,17 @@ def compute_spectra(
     svd_dtype: str = "float64",
     cast_to_bf16: bool = True,
     device: str = "auto",
-) -> None:
+) -> dict[str, str]:
     """With ``cast_to_bf16`` the SVD is of the bf16-rounded weights, the same values the
     update probe compares (an fp32-stored checkpoint would otherwise carry rounding noise
-    of ~1e-3 relative into NSS, far above RL's ~1e-5)."""
+    of ~1e-3 relative into NSS, far above RL's ~1e-5).
+
+    A matrix holding inf/NaN (or one LAPACK cannot factor) does not stop the pass: its S, U
+    and V are written as NaN, the file's metadata ``flagged`` maps its name to the reason, a
+    warning names it, and the other matrices are computed. Returns the flagged matrices."""
     dtype = _DTYPES[svd_dtype]
     dev = pick_device(device)
+    flagged: dict[str, str] = {}
     with open_checkpoint(manifest) as ckpt:
         names = matrix_names(ckpt, kinds)
         if not names:
@@ -139,15 +175,35 @@ def compute_spectra(
             kk = min(top_k, r)
             specs += [(f"{n}::S", dtype, (r,)), (f"{n}::U", dtype, (m, kk)), (f"{n}::V", dtype, (k, kk))]
         meta = {"checkpoint": ckpt.label, "top_k": str(top_k), "svd_dtype": svd_dtype,
-                "cast_to_bf16": str(cast_to_bf16), "device": dev.type}
-        with streaming_safetensors(out, specs, meta) as writer:
-            for n in names:
+                "cast_to_bf16": str(cast_to_bf16), "device": dev.type, FLAGGED_KEY: "{}"}
+        reserve = sum(len(json.dumps(n)) + _REASON_CHARS + 8 for n in names)  # room to flag every matrix
+        total = sum(_stored_bytes(ckpt, n) for n in names)
+        with (
+            streaming_safetensors(out, specs, meta, metadata_reserve=reserve) as writer,
+            pass_progress(f"spectra {ckpt.label}", tensors=len(names), total_bytes=total) as progress,
+        ):
+            for i, n in enumerate(names):
                 w = ckpt.load(n, device=dev)
-                sp = spectrum(w.to(torch.bfloat16) if cast_to_bf16 else w, top_k, dtype=dtype)
+                x = round_to_bf16(w) if cast_to_bf16 else w
+                problem = nonfinite_problem(x)
+                sp = None
+                if problem is None:
+                    try:
+                        sp = spectrum(x, top_k, dtype=dtype)
+                    except torch.linalg.LinAlgError as err:
+                        problem = f"SVD failed: {err}"
+                nbytes = w.numel() * w.element_size()
                 release_pages(w)
-                writer.write(f"{n}::S", sp.S)
-                writer.write(f"{n}::U", sp.U)
-                writer.write(f"{n}::V", sp.V)
+                if problem is not None:
+                    problem = problem[:_REASON_CHARS]
+                    flagged[n] = problem
+                    log.warning("checkpoint %s: matrix %s skipped in the spectral pass (%s)", ckpt.label, n, problem)
+                    writer.metadata[FLAGGED_KEY] = json.dumps(flagged, sort_keys=True)
+                for part, (_, part_dtype, shape) in zip("SUV", specs[3 * i : 3 * i + 3]):
+                    value = getattr(sp, part) if sp is not None else torch.full(shape, float("nan"), dtype=part_dtype)
+                    writer.write(f"{n}::{part}", value)
+                progress.advance(nbytes)
+    return flagged
 
 
 class SpectraFile:
@@ -158,6 +214,8 @@ class SpectraFile:
         self._f = safe_open(str(self.path), framework="pt", device=str(device))
         self.names = sorted({k.rsplit("::", 1)[0] for k in self._f.keys()})
         self.metadata = self._f.metadata() or {}
+        #: matrices whose SVD was skipped (inf/NaN, or LAPACK failed): name -> reason
+        self.flagged: dict[str, str] = json.loads(self.metadata.get(FLAGGED_KEY, "{}"))
 
     def __contains__(self, name: str) -> bool:
         return f"{name}::S" in self._f.keys()
@@ -186,6 +244,10 @@ def pair_geometry(
     cast_to_bf16: bool = True,
     device: str = "auto",
 ) -> pd.DataFrame:
+    """Per matrix: NSS, principal angles, mask overlaps, update rank. A matrix whose spectrum
+    was skipped on either side (``SpectraFile.flagged``: inf/NaN, failed SVD), or whose
+    update rank cannot be computed, keeps its row with the metrics it has, NaN for the rest,
+    and the reason in column ``flag``; it adds no angle rows."""
     dev = pick_device(device)
     rows, angle_rows = [], []
     s0_file, s1_file = SpectraFile(base_spectra, dev), SpectraFile(ft_spectra, dev)
@@ -193,41 +255,89 @@ def pair_geometry(
         plan = [(name, bn, fn) for name, bn, fn in pair_names(base, ft) if bn in s0_file and fn in s1_file]
         if not plan:
             raise ValueError(f"pair {base.label} → {ft.label}: no matrices with spectra on both sides")
-        for name, base_name, ft_name in plan:
-            info = classify(name)
-            S0, U0, V0 = s0_file.get(base_name)
-            S1, U1, V1 = s1_file.get(ft_name)
-            w0_stored = base.load(base_name, device=dev)
-            w0 = w0_stored.to(torch.bfloat16) if cast_to_bf16 else w0_stored
-            updated = torch.from_numpy(masks.mask(name)).to(dev)
-            princ = principal_mask(U0, S0, V0, k=principal_rank_k, alpha=mask_alpha)
-            low = low_magnitude_mask(w0, alpha=mask_alpha)
-            row = {
-                **_info_columns(info),
-                "shape": _shape_str(w0.shape),
-                "numel": w0.numel(),
-                "update_density": float(updated.float().mean()),
-                "nss": nss(S0, S1),
-                **overlaps({"princ": princ, "low": low, "princ_not_low": princ & ~low}, updated),
-            }
-            for side, a, b in (("U", U0, U1), ("V", V0, V1)):
-                curve = angle_curve(a, b, angle_ks, S0)
-                angle_rows += [{**_info_columns(info), "side": side, **r} for r in curve]
-                at_report = [r for r in curve if r["k"] <= report_k]
-                last = at_report[-1] if at_report else {"k": float("nan"), "max_angle_deg": float("nan"), "gap": float("nan")}
-                row[f"max_angle_{side}_deg"] = last["max_angle_deg"]
-                row["report_k"] = last["k"]
-                row["gap_report_k"] = last["gap"]
-            if update_rank:
-                w1 = ft.load(ft_name, device=dev)
-                row["update_rank_ratio"] = update_rank_ratio(w0, w1.to(torch.bfloat16) if cast_to_bf16 else w1)
-                release_pages(w1)
-            release_pages(w0_stored)
-            rows.append(row)
+        total = sum(_stored_bytes(base, b) + (_stored_bytes(ft, f) if update_rank else 0) for _, b, f in plan)
+        with pass_progress(f"geometry {base.label} → {ft.label}", tensors=len(plan), total_bytes=total) as progress:
+            for name, base_name, ft_name in plan:
+                row, angles, nbytes = _matrix_geometry(
+                    name, base, ft, base_name, ft_name, s0_file, s1_file, masks,
+                    angle_ks=angle_ks, report_k=report_k, principal_rank_k=principal_rank_k,
+                    mask_alpha=mask_alpha, update_rank=update_rank, cast_to_bf16=cast_to_bf16, dev=dev,
+                )
+                rows.append(row)
+                angle_rows += angles
+                progress.advance(nbytes)
     table = _frame(rows)
     write_table(table, geometry_csv)
-    write_table(_frame(angle_rows), angles_csv)
+    angles_table = _frame(angle_rows)
+    if angles_table.empty:  # every matrix flagged: keep the header so readers see the columns
+        angles_table = pd.DataFrame(columns=[*_info_columns(classify("")), "side", "k", "max_angle_deg", "mean_angle_deg", "gap"])
+    write_table(angles_table, angles_csv)
     return table
+
+
+def _matrix_geometry(name, base, ft, base_name, ft_name, s0_file, s1_file, masks, *, angle_ks, report_k,
+                     principal_rank_k, mask_alpha, update_rank, cast_to_bf16, dev) -> tuple[dict, list[dict], int]:
+    """One matrix's geometry row, its angle-curve rows and the bytes it read."""
+    info = classify(name)
+    w0_stored = base.load(base_name, device=dev)
+    w0 = round_to_bf16(w0_stored) if cast_to_bf16 else w0_stored
+    nbytes = w0_stored.numel() * w0_stored.element_size()
+    updated = torch.from_numpy(masks.mask(name)).to(dev)
+    row = {
+        **_info_columns(info),
+        "shape": _shape_str(w0.shape),
+        "numel": w0.numel(),
+        "update_density": float(updated.float().mean()),
+        **{col: float("nan") for col in _GEOMETRY_METRICS},
+        "report_k": pd.NA,
+    }
+    problems = [f"base spectrum skipped: {s0_file.flagged[base_name]}"] if base_name in s0_file.flagged else []
+    if ft_name in s1_file.flagged:
+        problems.append(f"fine-tuned spectrum skipped: {s1_file.flagged[ft_name]}")
+    angle_rows: list[dict] = []
+    if not problems:
+        S0, U0, V0 = s0_file.get(base_name)
+        S1, U1, V1 = s1_file.get(ft_name)
+        princ = principal_mask(U0, S0, V0, k=principal_rank_k, alpha=mask_alpha)
+        low = low_magnitude_mask(w0, alpha=mask_alpha)
+        row["nss"] = nss(S0, S1)
+        row.update(overlaps({"princ": princ, "low": low, "princ_not_low": princ & ~low}, updated))
+        for side, a, b in (("U", U0, U1), ("V", V0, V1)):
+            curve = angle_curve(a, b, angle_ks, S0, orthonormal=True)  # singular vectors
+            angle_rows += [{**_info_columns(info), "side": side, **r} for r in curve]
+            at_report = [r for r in curve if r["k"] <= report_k]
+            last = at_report[-1] if at_report else {"k": pd.NA, "max_angle_deg": float("nan"), "gap": float("nan")}
+            row[f"max_angle_{side}_deg"] = last["max_angle_deg"]
+            row["report_k"] = last["k"]
+            row["gap_report_k"] = last["gap"]
+    if update_rank:
+        w1_stored = ft.load(ft_name, device=dev)
+        nbytes += w1_stored.numel() * w1_stored.element_size()
+        w1 = round_to_bf16(w1_stored) if cast_to_bf16 else w1_stored
+        bad = [f"{side} weights hold {p}" for side, p in (("base", nonfinite_problem(w0)), ("fine-tuned", nonfinite_problem(w1))) if p]
+        if bad:
+            problems.append("update rank skipped: " + "; ".join(bad))
+        else:
+            try:
+                row["update_rank_ratio"] = update_rank_ratio(w0, w1)
+            except torch.linalg.LinAlgError as err:
+                problems.append(f"update rank skipped: SVD of the update failed: {err}")
+        release_pages(w1_stored)
+    else:
+        row.pop("update_rank_ratio")
+    release_pages(w0_stored)
+    row["flag"] = "; ".join(dict.fromkeys(problems))
+    if problems:
+        log.warning("pair %s → %s: matrix %s flagged (%s)", base.label, ft.label, name, row["flag"])
+    return row, angle_rows, nbytes
+
+
+#: geometry.csv metric columns, NaN where a flagged matrix has no value
+_GEOMETRY_METRICS = (
+    "nss",
+    "overlap_princ", "density_princ", "overlap_low", "density_low", "overlap_princ_not_low", "density_princ_not_low",
+    "max_angle_U_deg", "max_angle_V_deg", "gap_report_k", "update_rank_ratio",
+)  # fmt: skip
 
 
 def cross_run_jaccard(

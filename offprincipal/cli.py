@@ -1,5 +1,11 @@
 """``offprincipal`` command line: helpers around the Snakemake workflow.
 
+    offprincipal compare BASE FT [FT2 ...] -o OUT/ [--cores N] [--profile P] [-- SNAKEMAKE_ARGS]
+
+analyses any checkpoints -- Hugging Face directories, verl ``global_step_N/actor`` shards, Hub
+ids with an optional ``@revision`` -- and writes a self-contained report (see
+:mod:`offprincipal.compare.run`).
+
     offprincipal pin-revisions config/paper.yaml
 
 writes into the config the commits the fetch rule resolved for every branch/tag revision
@@ -31,8 +37,14 @@ def _pin(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:  # its own parser: arguments after `--` go to Snakemake
+        from offprincipal.compare.run import main as compare_main
+
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(prog="offprincipal", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("compare", help="analyse a base and fine-tuned checkpoints into one report (see `offprincipal compare -h`)")
     pin = sub.add_parser("pin-revisions", help="replace branch/tag revisions in a config by the fetched commits")
     pin.add_argument("config", help="config file to rewrite, e.g. config/paper.yaml")
     pin.add_argument("--manifests", help="folder of the fetch manifests (default: <paths.results>/<name>/checkpoints)")

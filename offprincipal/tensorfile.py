@@ -31,8 +31,12 @@ _DTYPE_CODES = {
 
 
 class StreamingWriter:
-    def __init__(self, fh, specs: Sequence[tuple[str, torch.dtype, tuple[int, ...]]]):
+    """``write`` tensors in header order; ``metadata`` (a dict) may still change until the file
+    closes when the header was given room for it (``metadata_reserve``)."""
+
+    def __init__(self, fh, specs: Sequence[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict[str, str] | None = None):
         self._fh = fh
+        self.metadata = dict(metadata or {})
         self._pending = list(specs)
         self._expected = {name: (dtype, tuple(shape)) for name, dtype, shape in specs}
 
@@ -60,8 +64,14 @@ def streaming_safetensors(
     path: str | os.PathLike,
     specs: Sequence[tuple[str, torch.dtype, tuple[int, ...]]],
     metadata: dict[str, str] | None = None,
+    *,
+    metadata_reserve: int = 0,
 ) -> Iterator[StreamingWriter]:
-    """Declare every ``(name, dtype, shape)`` up front, then ``write`` them in that order."""
+    """Declare every ``(name, dtype, shape)`` up front, then ``write`` them in that order.
+
+    With ``metadata_reserve`` the header is padded with that many spaces (the format allows
+    whitespace after the header's JSON), and ``writer.metadata`` -- edited while writing, e.g.
+    to record what the writes found -- is written into that room when the file closes."""
     header: dict[str, object] = {}
     offset = 0
     for name, dtype, shape in specs:
@@ -73,13 +83,24 @@ def streaming_safetensors(
         nbytes = n * torch.empty((), dtype=dtype).element_size()
         header[name] = {"dtype": _DTYPE_CODES[dtype], "shape": [int(d) for d in shape], "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    raw = json.dumps(header, separators=(",", ":")).encode()
+
+    def encode(meta: dict[str, str] | None) -> bytes:
+        full = dict(header)
+        if meta:
+            full["__metadata__"] = {str(k): str(v) for k, v in meta.items()}
+        return json.dumps(full, separators=(",", ":")).encode()
+
+    raw = encode(metadata) + b" " * metadata_reserve
     raw += b" " * (-len(raw) % 8)  # the format pads the header to 8-byte alignment
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
-        writer = StreamingWriter(fh, specs)
+        writer = StreamingWriter(fh, specs, metadata)
         yield writer
         writer.finish()
+        if metadata_reserve:
+            final = encode(writer.metadata)
+            if len(final) > len(raw):
+                raise ValueError(f"{path}: metadata needs {len(final)} header bytes, {len(raw)} were reserved")
+            fh.seek(8)
+            fh.write(final + b" " * (len(raw) - len(final)))

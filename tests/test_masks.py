@@ -73,3 +73,30 @@ def test_overlap_counts_against_direct_sets():
     upd = torch.tensor([True, False, False, True, True])
     assert overlap(ref, upd) == (2 / 3, 3 / 5)
     assert np.isnan(overlap(ref, torch.zeros(5, dtype=torch.bool))[0])
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("alpha", [0.0001, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("data", ["ties", "signed", "fp32_wide", "bf16"])
+def test_top_fraction_mask_equals_a_stable_sort(largest, alpha, data):
+    """The selection-based mask against numpy's stable argsort: scores full of ties, of both
+    signs with ±0 and ±inf, spread over many binades, and bf16."""
+    rng = np.random.default_rng(3)
+    shape = (61, 53)
+    if data == "ties":
+        scores = torch.from_numpy(rng.integers(0, 7, size=shape).astype(np.float64))
+    elif data == "signed":
+        x = rng.standard_normal(shape)
+        x.reshape(-1)[:40] = [0.0, -0.0, np.inf, -np.inf] * 10
+        scores = torch.from_numpy(x)
+    elif data == "fp32_wide":
+        scores = torch.from_numpy((rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape)).astype(np.float32))
+    else:
+        scores = torch.from_numpy(rng.standard_normal(shape).astype(np.float32) * 0.02).bfloat16()
+    ref = scores.double().numpy().reshape(-1)
+    n = round(alpha * ref.size)
+    order = np.argsort(-ref if largest else ref, kind="stable")
+    expected = np.zeros(ref.size, bool)
+    expected[order[:n]] = True
+    got = top_fraction_mask(scores, alpha, largest=largest).numpy().reshape(-1)
+    np.testing.assert_array_equal(got, expected)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from bitwise_reference import abs_reference, bf16_codes, eta_reference
 from offprincipal.metrics.sparsity import abs_mask, bitwise_mask, eta_mask, sparsity, update_mask
 
 
@@ -81,18 +82,25 @@ def test_block_pass_equals_the_reference_rules_across_block_edges(cast, dtype):
     w0[0, :3] = torch.tensor([0.0, float("inf"), 1.0])
     w1[0, :3] = torch.tensor([-0.0, float("inf"), float("nan")])
     w1[2, 500] = 1e-6  # a sub-tolerance change of a zero weight
-    bits, changed, changed_abs = compare_blocks(w0, w1, eta=1e-3, atol=1e-5, cast_to_bf16=cast, block=64)
-    x, y = (w0.bfloat16(), w1.bfloat16()) if cast else (w0, w1)
-    expected = eta_mask(x, y)
-    np.testing.assert_array_equal(unpack(bits, tuple(w0.shape)), expected.numpy())
-    assert changed == int(expected.sum())
-    assert changed_abs == int(abs_mask(x, y).sum())
+    bits, counts = compare_blocks(w0, w1, eta=1e-3, atol=1e-5, cast_to_bf16=cast, block=64)
+    if cast:  # the independent reference on bf16 codes
+        c0, c1 = bf16_codes(w0), bf16_codes(w1)
+        expected = eta_reference(c0, c1).reshape(w0.shape)
+        expected_abs = int(abs_reference(c0, c1, 1e-5).sum())
+    else:  # fp32 compared unrounded: the η rule in fp32 (inf/NaN entries tested in test_nonfinite)
+        expected = eta_mask(w0, w1).numpy()
+        expected_abs = int(abs_mask(w0, w1).sum())
+    np.testing.assert_array_equal(unpack(bits, tuple(w0.shape)), expected)
+    assert counts.changed_eta == int(expected.sum())
+    assert counts.changed_abs == expected_abs
+    assert (counts.nonfinite_base, counts.nonfinite_ft) == (1, 2)
 
 
 @pytest.mark.parametrize("partner", ["next_up", "negated", "shuffled", "same"])
 def test_compiled_bf16_probe_equals_the_fp32_rules_on_every_bf16_pattern(partner):
     """All 65536 bf16 patterns (NaNs, infs, ±0 and subnormals included) against a partner,
-    over several parallel tasks and a partial last byte, vs eta_mask/abs_mask in torch."""
+    over several parallel tasks and a partial last byte, vs eta_mask in torch for finite pairs and the
+    bitwise reference (tests/bitwise_reference.py) where inf/NaN is involved."""
     from offprincipal.metrics.bf16_kernel import bf16_probe
     from offprincipal.metrics.masks import unpack
 
@@ -106,11 +114,13 @@ def test_compiled_bf16_probe_equals_the_fp32_rules_on_every_bf16_pattern(partner
     }[partner]
     w0, w1 = x.view(torch.bfloat16), y.view(torch.bfloat16)
     bits = np.empty((x.numel() + 7) // 8, dtype=np.uint8)
-    changed, changed_abs = bf16_probe(w0, w1, bits, eta=1e-3, atol=1e-5)
-    expected = eta_mask(w0, w1)
+    changed, changed_abs, _, _ = bf16_probe(w0, w1, bits, atol=1e-5)
+    # finite pairs: the η rule in fp32 (torch); inf/NaN pairs: the codes (test_nonfinite)
+    finite = torch.isfinite(w0) & torch.isfinite(w1)
+    expected = torch.where(finite, eta_mask(w0, w1), torch.from_numpy(eta_reference(bf16_codes(w0), bf16_codes(w1))))
     np.testing.assert_array_equal(unpack(bits, (x.numel(),)), expected.numpy())
     assert changed == int(expected.sum())
-    assert changed_abs == int(abs_mask(w0, w1).sum())
+    assert changed_abs == int(abs_reference(bf16_codes(w0), bf16_codes(w1), 1e-5).sum())
 
 
 def test_compiled_bf16_probe_rejects_mismatched_inputs():
@@ -118,15 +128,16 @@ def test_compiled_bf16_probe_rejects_mismatched_inputs():
 
     w = torch.zeros(16, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="bf16 or fp32"):
-        bf16_probe(w, w.half(), np.empty(2, np.uint8), eta=1e-3, atol=1e-5)
+        bf16_probe(w, w.half(), np.empty(2, np.uint8), atol=1e-5)
     with pytest.raises(ValueError, match="sizes"):
-        bf16_probe(w, w, np.empty(3, np.uint8), eta=1e-3, atol=1e-5)
+        bf16_probe(w, w, np.empty(3, np.uint8), atol=1e-5)
 
 
 @pytest.mark.parametrize("sides", [("fp32", "bf16"), ("bf16", "fp32"), ("fp32", "fp32")])
 def test_compiled_probe_rounds_fp32_to_bf16_exactly_as_torch(sides):
     """fp32 patterns at every exponent with the low 16 bits at and around the rounding tie
-    (plus NaN payloads, ±inf, ±0, subnormals, overflow to inf) against Tensor.to(bfloat16)."""
+    (plus NaN payloads, ±inf, ±0, subnormals, overflow to inf) against Tensor.to(bfloat16),
+    every NaN then given the canonical code 0x7FC0."""
     from offprincipal.metrics.bf16_kernel import bf16_probe
     from offprincipal.metrics.masks import unpack
 
@@ -141,9 +152,9 @@ def test_compiled_probe_rounds_fp32_to_bf16_exactly_as_torch(sides):
         w0 = as_fp32 if sides[0] == "fp32" else as_fp32.to(torch.bfloat16)
         w1 = other.float() if sides[1] == "fp32" else other
         bits = np.empty((w0.numel() + 7) // 8, dtype=np.uint8)
-        changed, changed_abs = bf16_probe(w0, w1, bits, eta=1e-3, atol=1e-5)
-        x, y = w0.to(torch.bfloat16), w1.to(torch.bfloat16)  # torch's rounding, the reference
-        expected = eta_mask(x, y)
-        np.testing.assert_array_equal(unpack(bits, (w0.numel(),)), expected.numpy())
+        changed, changed_abs, _, _ = bf16_probe(w0, w1, bits, atol=1e-5)
+        c0, c1 = bf16_codes(w0), bf16_codes(w1)  # torch's rounding (NaN canonical), the reference
+        expected = eta_reference(c0, c1)
+        np.testing.assert_array_equal(unpack(bits, (w0.numel(),)), expected)
         assert changed == int(expected.sum())
-        assert changed_abs == int(abs_mask(x, y).sum())
+        assert changed_abs == int(abs_reference(c0, c1, 1e-5).sum())

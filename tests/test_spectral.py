@@ -78,3 +78,15 @@ def test_update_rank_ratio_against_numpy():
     low_rank = torch.from_numpy((rng.standard_normal((16, 3)) @ rng.standard_normal((3, 12))).astype(np.float32))
     assert update_rank_ratio(w0, w0 + low_rank) == pytest.approx(np.linalg.matrix_rank((w0 + low_rank - w0).numpy()) / 12)
     assert update_rank_ratio(w0, w0) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
+def test_update_rank_ratio_equals_matrix_rank_on_tall_and_wide_updates(shape):
+    rng = np.random.default_rng(5)
+    m, n = shape
+    w0 = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    for r in (1, 5, min(shape)):
+        delta = (rng.standard_normal((m, r)) @ rng.standard_normal((r, n))).astype(np.float32)
+        ratio = update_rank_ratio(w0, w0 + torch.from_numpy(delta))
+        ref = np.linalg.matrix_rank(((w0 + torch.from_numpy(delta)) - w0).numpy()) / min(shape)
+        assert ratio == pytest.approx(ref)

@@ -128,6 +128,7 @@ class Checkpoint:
         self._headers: dict[str, tuple[int, dict]] = {}  # shard -> (data start, header), read lazily
         self._sources: dict[str, _Source] = {}
         self._names: list[str] = []
+        self._files: list[str] = []
         if not self.path.is_dir():
             raise CheckpointError(f"checkpoint {self._who()}: directory {self.path} does not exist")
         try:
@@ -220,6 +221,7 @@ class Checkpoint:
                         )
                     stored[key] = fname
 
+        self._files = sorted(set(stored.values()))
         fused: dict[str, dict[str, _Source]] = {}
         for key, fname in stored.items():
             try:
@@ -286,6 +288,10 @@ class Checkpoint:
     def names(self) -> list[str]:
         """Logical tensor names, in natural (layer-numeric) order."""
         return list(self._names)
+
+    def files(self) -> list[str]:
+        """The safetensors files this checkpoint reads (relative to ``path``), sorted."""
+        return list(self._files)
 
     def __contains__(self, name: object) -> bool:
         return name in self._sources

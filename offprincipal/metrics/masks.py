@@ -109,15 +109,65 @@ def _top_count(numel: int, alpha: float) -> int:
     return int(round(alpha * numel))
 
 
+_KEY_DTYPES = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+_BUCKET_BITS = 20  # histogram of the keys' top bits: ~1M buckets, a few thousand keys each
+
+
+def _order_keys(flat: torch.Tensor) -> np.ndarray:
+    """Integers (numpy, sharing memory where possible) ordered as the float scores are: the
+    IEEE bit patterns, negative ones with their magnitude bits flipped (-0 first made +0, as a
+    sort treats them as equal). Non-negative scores -- |W|, the usual case -- need no copy."""
+    keys = flat.view(_KEY_DTYPES[flat.element_size()]).numpy()
+    if keys.min() >= 0:
+        return keys
+    keys = (flat + 0.0).view(_KEY_DTYPES[flat.element_size()]).numpy()  # -0.0 + 0.0 == +0.0
+    return np.where(keys >= 0, keys, keys ^ np.iinfo(keys.dtype).max)
+
+
+def _kth_smallest(keys: np.ndarray, k: int):
+    """The k-th smallest (1-based) of integer keys in linear time: a histogram of the top
+    bits finds its bucket, a sort of that bucket alone finds it."""
+    width = keys.dtype.itemsize * 8
+    shift = max(0, width - _BUCKET_BITS)
+    bucket = keys >> shift  # arithmetic: -2^(b-1) .. 2^(b-1)-1 for b = width - shift bits
+    if bucket.dtype.itemsize < 4:  # 16-bit keys: the offset below does not fit
+        bucket = bucket.astype(np.int32)
+    bucket += 1 << (width - shift - 1)
+    below = np.cumsum(np.bincount(bucket, minlength=1 << (width - shift)))
+    b = int(np.searchsorted(below, k))  # first bucket whose cumulative count reaches k
+    before = int(below[b - 1]) if b > 0 else 0
+    return np.sort(keys[bucket == b])[k - before - 1]
+
+
 def top_fraction_mask(scores: torch.Tensor, alpha: float, *, largest: bool) -> torch.Tensor:
     """Exactly ``round(alpha * numel)`` entries with the largest (or smallest) score;
-    ties are broken by position so the mask is deterministic."""
-    flat = scores.reshape(-1)
+    ties are broken by position (the first entries win), so the mask is deterministic.
+
+    The mask a stable sort would give, found in linear time: the threshold by a radix
+    selection on the scores' bit patterns, every entry strictly beyond it, then the first
+    entries equal to it until n are chosen. (On a 13.7M-entry MLP matrix on 2 cores: an
+    argsort takes ~2.7 s, ``kthvalue`` ~1 s, this ~0.15 s.) CPU; other devices fall back to
+    a stable sort."""
+    flat = scores.detach().reshape(-1)
     n = _top_count(flat.numel(), alpha)
-    order = torch.argsort(flat, descending=largest, stable=True)
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask[order[:n]] = True
-    return mask.reshape(scores.shape)
+    if flat.device.type != "cpu":
+        order = torch.argsort(flat, descending=largest, stable=True)
+        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        mask[order[:n]] = True
+        return mask.reshape(scores.shape)
+    if n == 0:
+        return torch.zeros(scores.shape, dtype=torch.bool)
+    if not flat.is_floating_point() or flat.element_size() not in _KEY_DTYPES:
+        flat = flat.double()
+    if bool(torch.isnan(flat).any()):
+        raise ValueError("top_fraction_mask: scores hold NaN")
+    keys = _order_keys(flat.contiguous())
+    threshold = _kth_smallest(keys, flat.numel() - n + 1 if largest else n)
+    mask = keys > threshold if largest else keys < threshold
+    need = n - int(np.count_nonzero(mask))
+    if need > 0:
+        mask[np.flatnonzero(keys == threshold)[:need]] = True
+    return torch.from_numpy(mask).reshape(scores.shape)
 
 
 def rank_k_reconstruction(U: torch.Tensor, S: torch.Tensor, V: torch.Tensor, k: int) -> torch.Tensor:
@@ -137,11 +187,11 @@ def low_magnitude_mask(w0: torch.Tensor, *, alpha: float) -> torch.Tensor:
 def overlap(reference: torch.Tensor, updated: torch.Tensor) -> tuple[float, float]:
     """Return ``(|reference ∩ updated| / |updated|, density of reference)``; the second value
     is the random baseline. The overlap is NaN when nothing was updated."""
-    n_upd = int(updated.sum())
-    density = int(reference.sum()) / reference.numel()
+    n_upd = int(torch.count_nonzero(updated))  # count_nonzero: a bool .sum() widens to int64 first
+    density = int(torch.count_nonzero(reference)) / reference.numel()
     if n_upd == 0:
         return float("nan"), density
-    return int((reference & updated).sum()) / n_upd, density
+    return int(torch.count_nonzero(reference & updated)) / n_upd, density
 
 
 def overlaps(references: Mapping[str, torch.Tensor], updated: torch.Tensor) -> dict[str, float]:

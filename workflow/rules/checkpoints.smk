@@ -37,3 +37,45 @@ rule synthesize_checkpoint:
         spec=synthetic_spec,
     script:
         "../scripts/synthesize-checkpoint.py"
+
+
+# Checkpoints on disk: their files are the rules' inputs, so a changed file reruns the
+# registration (or merge) and everything computed from it.
+from offprincipal.checkpoints import local as local_source
+from offprincipal.checkpoints import verl as verl_source
+
+
+rule register_local_checkpoint:
+    input:
+        lambda wildcards: local_source.watched_files(
+            CHECKPOINTS[wildcards.local_ckpt]["path"]
+        ),
+    output:
+        f"{RESULTS}/checkpoints/{{local_ckpt}}.json",
+    log:
+        f"{RESULTS}/logs/register_local_checkpoint/{{local_ckpt}}.log",
+    localrule: True
+    conda:
+        "../../envs/offprincipal.yaml"
+    params:
+        path=lambda wildcards: CHECKPOINTS[wildcards.local_ckpt]["path"],
+    script:
+        "../scripts/register-local-checkpoint.py"
+
+
+rule merge_verl_checkpoint:
+    input:
+        lambda wildcards: verl_source.watched_files(
+            CHECKPOINTS[wildcards.verl_ckpt]["path"]
+        ),
+    output:
+        checkpoint=directory(f"{RESULTS}/checkpoints/{{verl_ckpt}}"),
+        manifest=f"{RESULTS}/checkpoints/{{verl_ckpt}}.json",
+    log:
+        f"{RESULTS}/logs/merge_verl_checkpoint/{{verl_ckpt}}.log",
+    conda:
+        "../../envs/offprincipal.yaml"
+    params:
+        path=lambda wildcards: CHECKPOINTS[wildcards.verl_ckpt]["path"],
+    script:
+        "../scripts/merge-verl-checkpoint.py"

@@ -45,6 +45,8 @@ def checkpoints_from(source):
 
 wildcard_constraints:
     hub_ckpt=ids_regex(checkpoints_from("hub")),
+    local_ckpt=ids_regex(checkpoints_from("local")),
+    verl_ckpt=ids_regex(checkpoints_from("verl")),
     syn_ckpt=ids_regex(checkpoints_from("synthetic")),
     toy_ckpt=ids_regex(checkpoints_from("toy_base")),
     int_ckpt=ids_regex(checkpoints_from("intervened")),
