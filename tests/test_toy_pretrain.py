@@ -10,11 +10,10 @@ import torch
 from safetensors import safe_open
 
 from offprincipal.toy import task as T
-from offprincipal.toy.pretrain import RECORD_NAME, WEIGHTS_NAME, evaluate_pass_at_1, pretrain_base
+from offprincipal.toy.pretrain import RECORD_NAME, WEIGHTS_NAME, pretrain_base
 
 TINY = dict(hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=64,
-            steps=6, batch_size=16, warmup_steps=2, lr=3e-3, threads=1, eval_problems=16, eval_samples=1,
-            eval_max_new_tokens=12, logging_steps=2)
+            steps=6, batch_size=16, warmup_steps=2, lr=3e-3, threads=1, logging_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +54,7 @@ def test_checkpoint_layout_and_load(tiny):
     record = json.loads((path / RECORD_NAME).read_text())
     assert record["recipe"]["seed"] == 1 and record["recipe"]["saved_dtype"] == "bfloat16"
     assert record["metrics"]["n_params"] == metrics["n_params"] > 0
-    assert 0.0 <= metrics["eval"]["pass_at_1_greedy"] <= 1.0
-    assert 0.0 <= metrics["eval"]["pass_at_1_sampled_t1"] <= 1.0
+    assert "eval" not in metrics  # the evaluation stage measures the base, like every checkpoint
     assert len(metrics["loss_curve"]) == 3
     assert set(metrics["spectral_shift"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                               "down_proj"}
@@ -72,41 +70,22 @@ def test_deterministic_given_seed(tiny):
     assert runs["a"][1]["loss_curve"] == runs["b"][1]["loss_curve"]
 
 
-def test_evaluate_pass_at_1_scores_a_perfect_model(tiny, tmp_path):
-    """A model that always answers with the right tokens gets 1.0; the scorer is not vacuous."""
-    root, runs = tiny
-    problems = T.load_split(root / "data", T.RL_TASK, "test")[:8]
-    score = evaluate_pass_at_1(runs["a"][0], problems, temperature=0.0, max_new_tokens=8)
-    assert 0.0 <= score <= 1.0
-
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(runs["a"][0]))
-
-    class Oracle(torch.nn.Module):
-        """Stands in for a model: ``generate`` appends each problem's solution and EOS."""
-
-        def generate(self, input_ids, attention_mask=None, **kw):
-            rows = []
-            for ids in input_ids.tolist():
-                prompt = tok.decode(ids, skip_special_tokens=True)
-                rows.append(ids + tok(T.make_problem(prompt[:-1])["solution"] + "</s>")["input_ids"])
-            width = max(map(len, rows))
-            return torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-
-    assert evaluate_pass_at_1(None, problems, model=Oracle(), tokenizer=tok) == 1.0
-    assert evaluate_pass_at_1(None, problems, model=Oracle(), tokenizer=tok, temperature=1.0, samples=2) == 1.0
-
-
-@pytest.mark.slow
 def test_default_recipe_has_headroom(tmp_path):
     """The real default recipe: a base between ~10% and ~60% pass@1 on the RL task."""
     T.build_datasets(tmp_path / "data", seed=0)
-    metrics = pretrain_base(tmp_path / "base", tmp_path / "data", seed=0, eval_problems=256)
-    ev = metrics["eval"]
-    assert ev["n_problems"] >= 200
-    assert 0.10 <= ev["pass_at_1_greedy"] <= 0.60, ev
-    assert 0.10 <= ev["pass_at_1_sampled_t1"] <= 0.60, ev
+    metrics = pretrain_base(tmp_path / "base", tmp_path / "data", seed=0)
+    from offprincipal.evaluation import evaluate
+
+    task = f"toy:{T.RL_TASK}"
+    suites = {"greedy": {"tasks": {task: {"k": 1}}, "temperature": 0.0},
+              "sampled": {"tasks": {task: {"k": 4}}, "temperature": 1.0, "top_p": 1.0}}
+    for name, suite in suites.items():
+        result = evaluate(tmp_path / "base", suite={**suite, "max_gen_toks": 48, "chat_template": False, "limit": 256},
+                          backend="hf", backend_args={"batch_size": 256}, result_path=tmp_path / f"{name}.json",
+                          samples_path=tmp_path / f"{name}.jsonl.gz", provenance={}, datasets_dir=tmp_path / "data")
+        rec = result["tasks"][task]
+        assert rec["n_problems"] == 256
+        assert 0.10 <= rec["scores"]["toy_verifier"]["avg_at_k"] <= 0.60, (name, rec["scores"]["toy_verifier"]["avg_at_k"])
     # geometry comes from training: the weights moved far from their initialisation and the
     # top of the spectrum grew well beyond that of a random matrix
     q = metrics["spectral_shift"]["q_proj"]

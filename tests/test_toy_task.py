@@ -188,3 +188,21 @@ def test_tokenizer_round_trip(tmp_path):
         [{"role": "user", "content": "1+2="}, {"role": "assistant", "content": "3"}], tokenize=False
     )
     assert chat == "1+2=3</s>"
+
+
+def test_a_larger_held_out_split_for_one_task_keeps_the_others_and_stays_disjoint(tmp_path):
+    from offprincipal.toy.task import build_datasets, load_pretrain, load_split
+
+    kw = dict(seed=0, tasks=["mul_mix_d3", "add_sub_d2"], train_size=40, test_size=30, pretrain_size=300,
+              pretrain_mixture={"mul_mix_d3": 0.5, "add_sub_d2": 0.5})
+    build_datasets(tmp_path / "a", **kw)
+    build_datasets(tmp_path / "b", test_sizes={"mul_mix_d3": 120}, **kw)
+    small, large = load_split(tmp_path / "a", "mul_mix_d3", "test"), load_split(tmp_path / "b", "mul_mix_d3", "test")
+    assert len(large) == 120 and large[:30] == small  # the first problems are the old held-out set
+    assert load_split(tmp_path / "a", "add_sub_d2", "test") == load_split(tmp_path / "b", "add_sub_d2", "test")
+    held_out = {p["prompt"] for p in large}
+    others = [p["prompt"] for t in ("mul_mix_d3", "add_sub_d2") for p in load_split(tmp_path / "b", t, "train")]
+    others += [d["prompt"] for d in load_pretrain(tmp_path / "b")]
+    assert not held_out & set(others)
+    with pytest.raises(ValueError, match=r"test_sizes\['mul_mix_d3'\] must be a positive integer"):
+        build_datasets(tmp_path / "c", test_sizes={"mul_mix_d3": 0}, **kw)

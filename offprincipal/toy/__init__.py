@@ -6,16 +6,13 @@
 * :mod:`offprincipal.toy.tokenizer` -- a character-level tokenizer saved as real Hugging Face
   tokenizer files.
 * :mod:`offprincipal.toy.pretrain` -- pretrain a grouped-query-attention Qwen3 on the mixture
-  and save it as a bf16 Hugging Face checkpoint (:func:`pretrain_base`); measure pass@1
-  (:func:`evaluate_pass_at_1`).
+  and save it as a bf16 Hugging Face checkpoint (:func:`pretrain_base`). Accuracy is the
+  evaluation stage's (:mod:`offprincipal.evaluation`), as for every checkpoint.
 """
 
 from offprincipal.toy.pretrain import (
     DEFAULT_RECIPE,
     RECORD_NAME,
-    evaluate_pass_at_1,
-    generate_completions,
-    load_model,
     pretrain_base,
 )
 from offprincipal.toy.task import (
@@ -43,11 +40,8 @@ __all__ = [
     "RL_TASK",
     "build_datasets",
     "build_tokenizer",
-    "evaluate_pass_at_1",
     "extract_answer",
-    "generate_completions",
     "is_correct",
-    "load_model",
     "load_pretrain",
     "load_split",
     "load_tokenizer",

@@ -10,9 +10,8 @@ never its held-out problems.
 
 The checkpoint is saved like a released one: Hugging Face layout, bf16 ``model.safetensors``,
 ``config.json``, ``generation_config.json``, the tokenizer files, and ``RECORD_NAME`` (the
-recipe and the measured metrics: wall time, loss curve, pass@1 of the saved bf16 weights on
-the RL task's held-out set, and how far training moved the weights from their
-initialisation). It is written atomically, and its weights are a deterministic function of
+recipe and the measured metrics: wall time, loss curve, and how far training moved the
+weights from their initialisation; its accuracy is measured by the evaluation stage). It is written atomically, and its weights are a deterministic function of
 the recipe on one machine (fixed seed, fixed data order, fixed thread count).
 """
 
@@ -186,64 +185,6 @@ def _spectral_shift(init_model, trained_model) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-def generate_completions(model, tokenizer, prompts: list[str], *, temperature: float = 0.0,
-                         max_new_tokens: int = 48, batch_size: int = 256, seed: int = 0) -> list[str]:
-    """Batched generation (left padding); ``temperature`` 0 is greedy. Returns the decoded
-    completions without special tokens (text after the prompt, up to EOS)."""
-    tokenizer.padding_side = "left"
-    out: list[str] = []
-    gen = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-               eos_token_id=tokenizer.eos_token_id)
-    if temperature and temperature > 0:
-        gen.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
-    else:
-        gen.update(do_sample=False)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True)
-            seqs = model.generate(**enc, **gen)
-            new = seqs[:, enc["input_ids"].shape[1] :]
-            out += tokenizer.batch_decode(new, skip_special_tokens=True)
-    return out
-
-
-def load_model(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32):
-    """Model and tokenizer from an HF directory. The default computes in fp32 on the stored
-    (bf16) values, which represents them exactly."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
-    model.eval()
-    return model, tok
-
-
-def evaluate_pass_at_1(model_dir, problems: list[dict], *, samples: int = 1, temperature: float = 0.0,
-                       max_new_tokens: int = 48, batch_size: int = 256, seed: int = 0,
-                       dtype: torch.dtype = torch.float32, model=None, tokenizer=None) -> float:
-    """Mean correctness over ``problems`` x ``samples`` completions (the pass@1 estimate).
-
-    ``temperature`` 0 is greedy decoding (then one sample suffices); otherwise samples are
-    drawn from the full softmax at that temperature (no top-k / top-p truncation).
-    ``model``/``tokenizer`` may be passed to skip loading ``model_dir``.
-    """
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model(model_dir, dtype)
-    prompts = [p["prompt"] for p in problems]
-    n_samples = 1 if not temperature else samples
-    correct = 0
-    for k in range(n_samples):
-        comps = generate_completions(model, tokenizer, prompts, temperature=temperature,
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed + k)
-        correct += sum(T.is_correct(p, c) for p, c in zip(problems, comps))
-    return correct / (len(problems) * n_samples)
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -269,18 +210,13 @@ def pretrain_base(
     max_grad_norm: float = DEFAULT_RECIPE["max_grad_norm"],
     rope_theta: float = DEFAULT_RECIPE["rope_theta"],
     threads: int = 1,
-    eval_task: str | None = None,
-    eval_problems: int = 256,
-    eval_samples: int = 4,
-    eval_max_new_tokens: int = 48,
     logging_steps: int = 50,
 ) -> dict:
     """Pretrain a Qwen3 base on ``datasets_dir/pretrain.jsonl``; save it to ``out_dir``.
 
-    Returns the metrics (also stored in ``out_dir/RECORD_NAME`` with the recipe). The
-    evaluation (``eval_problems`` > 0) measures pass@1 of the saved bf16 weights on the
-    held-out split of ``eval_task`` (default: the datasets' RL task), greedy and sampled at
-    temperature 1.0 (``eval_samples`` per problem).
+    Returns the metrics (also stored in ``out_dir/RECORD_NAME`` with the recipe). The base's
+    accuracy is measured by the evaluation stage (:mod:`offprincipal.evaluation`), like any
+    checkpoint's.
 
     ``threads`` sets torch's intra-op threads for the run (restored afterwards). The default
     is 1: at this width a second thread gained only ~1.3x on an idle 2-core machine, while a
@@ -295,7 +231,6 @@ def pretrain_base(
     try:
         datasets_dir = Path(datasets_dir)
         manifest = json.loads((datasets_dir / T.MANIFEST_NAME).read_text())
-        eval_task = eval_task or manifest.get("rl_task", T.RL_TASK)
         tokenizer = build_tokenizer()
         docs = T.load_pretrain(datasets_dir)
         ids = [tokenizer(d["text"])["input_ids"] for d in docs]
@@ -350,7 +285,7 @@ def pretrain_base(
             shift = _spectral_shift(init_model, model)
             model.generation_config.update(
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id, max_new_tokens=eval_max_new_tokens, do_sample=False,
+                pad_token_id=tokenizer.pad_token_id, max_new_tokens=48, do_sample=False,
             )
             model.to(torch.bfloat16).save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
@@ -366,22 +301,6 @@ def pretrain_base(
                 "spectral_shift": shift["by_projection"],
                 "spectral_shift_per_tensor": shift["per_tensor"],
             }
-            if eval_problems:
-                problems = T.load_split(datasets_dir, eval_task, "test")[:eval_problems]
-                saved, tok = load_model(tmp)
-                t_eval = time.perf_counter()
-                common = dict(max_new_tokens=eval_max_new_tokens, model=saved, tokenizer=tok)
-                metrics["eval"] = {
-                    "task": eval_task,
-                    "split": "test",
-                    "n_problems": len(problems),
-                    "pass_at_1_greedy": evaluate_pass_at_1(tmp, problems, temperature=0.0, **common),
-                    "pass_at_1_sampled_t1": evaluate_pass_at_1(tmp, problems, temperature=1.0,
-                                                               samples=eval_samples, seed=seed, **common),
-                    "sampled_per_problem": eval_samples,
-                    "weights": "saved bf16 values, computed in fp32",
-                }
-                metrics["eval"]["wall_s"] = time.perf_counter() - t_eval
             metrics["total_wall_s"] = time.perf_counter() - t_start
             recipe = {
                 "seed": seed, "hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,

@@ -484,6 +484,7 @@ def build_datasets(
     tasks: Iterable[str] = ALL_TASKS,
     train_size: int = DEFAULT_TRAIN_SIZE,
     test_size: int = DEFAULT_TEST_SIZE,
+    test_sizes: Mapping[str, int] | None = None,
     pretrain_size: int = DEFAULT_PRETRAIN_SIZE,
     pretrain_mixture: Mapping[str, float] | None = None,
     answer_only_fraction: float = DEFAULT_ANSWER_ONLY_FRACTION,
@@ -493,7 +494,9 @@ def build_datasets(
 
     Layout: ``out_dir/<task>/{train,test}.jsonl``, ``out_dir/pretrain.jsonl``,
     ``out_dir/manifest.json``. Every file is written atomically and is a deterministic
-    function of the arguments. Pretraining documents carry ``text`` (prompt + solution or
+    function of the arguments. ``test_sizes`` overrides ``test_size`` per task (e.g. a large
+    held-out set for the RL task alone, leaving every other split and most of the pretraining
+    corpus as they are). Pretraining documents carry ``text`` (prompt + solution or
     answer + EOS) besides the problem fields.
     """
     out = Path(out_dir)
@@ -505,9 +508,16 @@ def build_datasets(
     splits: dict[str, dict[str, list[dict]]] = {t: {} for t in tasks}
     # held-out sets first: nothing claimed later can collide with them. A task with a small
     # space of prompts gives at most a quarter of it to each split (the rest to pretraining).
+    sizes = dict(test_sizes or {})
+    for t, n in sizes.items():
+        parse_task(t)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"test_sizes[{t!r}] must be a positive integer, got {n!r}")
     for split, size, offset in (("test", test_size, 1), ("train", train_size, 2)):
         for t in tasks:
             fam, d = parse_task(t)
+            if split == "test":
+                size = sizes.get(t, test_size)
             pool = pool_size(fam, d)
             n = size if pool is None else min(size, pool // 4)
             splits[t][split] = generate_problems(fam, d, n, seed * 1000 + offset, claimed)
@@ -547,7 +557,8 @@ def build_datasets(
         "pretrain": {"path": PRETRAIN_NAME, "n": len(pretrain), "by_task": dict(sorted(by_task.items())),
                      "mixture": mixture, "answer_only_fraction": answer_only_fraction,
                      "answer_only_max_difficulty": ANSWER_ONLY_MAX_DIFFICULTY},
-        "sizes": {"train": train_size, "test": test_size, "pretrain": pretrain_size},
+        "sizes": {"train": train_size, "test": test_size, "test_per_task": dict(sorted(sizes.items())),
+                  "pretrain": pretrain_size},
         "disjoint": "prompts are unique across all splits of all tasks and the pretraining corpus",
     }
     write_json(out / MANIFEST_NAME, manifest)
