@@ -12,6 +12,11 @@ with vLLM rollouts):
 * ``lora`` / ``pissa``: adapters through verl's keys (PiSSA initialised offline), each saved
   step folded from the fp32 shards.
 
+Then the evaluation stage's vLLM path (``offprincipal.evaluation.evaluate`` with backend
+``vllm``, lm-eval's VLLM model) on the base and the merged final checkpoints: the toy task and
+AIME24 (a few problems, chat template on), checking k distinct samples per problem, engine
+truncation flags and the result files.
+
 For each run it checks the contract's metrics (steps 1..N once each, the KL column logged)
 and, from verl's rollout dump (``trainer.rollout_data_dir``), that DAPO's overlong penalty
 was applied: the v1 trainer logs no overlong metric, and the penalty is the one thing that
@@ -72,7 +77,7 @@ def build_inputs(work: Path) -> tuple[Path, Path]:
     build_toy_dataset(TASK, TASK, work / "toy_data", work / "data", work / "data.json")
     tok = build_tokenizer()
     cfg = Qwen3Config(vocab_size=64, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=64, max_position_embeddings=256, tie_word_embeddings=True,
+                      num_key_value_heads=2, head_dim=64, max_position_embeddings=2048, tie_word_embeddings=True,
                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
@@ -155,6 +160,36 @@ def smoke_run(kind: str, work: Path, base: Path, data: Path, gpus: int) -> dict:
     return out
 
 
+#: the evaluation half: the toy task (raw prompt) and two AIME24 problems (chat template on)
+SMOKE_SUITES = {
+    "toy": {"tasks": {f"toy:{TASK}": {"k": 4}}, "temperature": 1.0, "top_p": 1.0, "max_gen_toks": 24,
+            "chat_template": False},
+    "aime24": {"tasks": {"aime24": {"k": 2}}, "temperature": 0.7, "top_p": 0.8, "max_gen_toks": 64,
+               "chat_template": True, "limit": 2},
+}
+
+
+def smoke_evaluation(name: str, checkpoint: Path, work: Path) -> dict:
+    from offprincipal.evaluation import evaluate
+
+    out = {"checkpoint": name, "checks": {}}
+    for suite_id, suite in SMOKE_SUITES.items():
+        t0 = time.perf_counter()
+        result = evaluate(checkpoint, suite=suite, backend="vllm",
+                          backend_args={"tensor_parallel_size": 1, "gpu_memory_utilization": 0.3},
+                          result_path=work / "eval" / suite_id / f"{name}.json",
+                          samples_path=work / "eval" / suite_id / f"{name}.samples.jsonl.gz",
+                          provenance={"smoke": True}, datasets_dir=work / "toy_data", checkpoint_id=name)
+        (task, rec), = result["tasks"].items()
+        out[suite_id] = {"seconds": time.perf_counter() - t0, "avg_at_k": rec["scores"][rec["primary"]]["avg_at_k"],
+                         "truncation_rate": rec["truncation_rate"],
+                         "mean_distinct_responses": rec["mean_distinct_responses"],
+                         "max_model_len": result["backend"]["model_args"].get("max_model_len")}
+        out["checks"][f"{suite_id}: k distinct samples"] = rec["mean_distinct_responses"] > 1
+        out["checks"][f"{suite_id}: engine truncation flags"] = rec["truncation_rate"] is not None
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/offprincipal_gpu_smoke"))
@@ -180,8 +215,17 @@ def main() -> int:
             ok &= "error" not in result and all(result.get("checks", {}).values())
             summary["runs"].append(result)
             log(json.dumps(result, default=str)[:2000])
-        # -- the evaluation stage's half of the smoke (vLLM evaluation of the merged checkpoints)
-        #    is added with the evaluation stage
+        checkpoints = {"base": base, **{r["run"]: args.work / "merged" / r["run"] / "final"
+                                        for r in summary["runs"] if "error" not in r}}
+        for name, path in checkpoints.items():
+            log(f"evaluate {name} with vLLM")
+            try:
+                result = smoke_evaluation(name, path, args.work)
+            except Exception:
+                result = {"checkpoint": name, "error": traceback.format_exc(limit=20)}
+            ok &= "error" not in result and all(result.get("checks", {}).values())
+            summary.setdefault("evaluations", []).append(result)
+            log(json.dumps(result, default=str)[:2000])
     summary["ok"] = ok
     out = args.out or args.work / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
