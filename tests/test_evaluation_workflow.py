@@ -45,7 +45,7 @@ def toy_config():
         (lambda c: c["artifacts"]["table4"].update(suite="nope"), "artifacts.table4.suite"),
         (lambda c: c["artifacts"]["table4"].update(reference="sft_final"), "artifacts.table4.reference"),
         (lambda c: c["artifacts"]["fig4"].update(suite="heldout"), "artifacts.fig4.suite"),
-        (lambda c: c["artifacts"]["fig10"]["contrasts"].append(["lora_r2_lo_final", "nope"]), "artifacts.fig10.contrasts[4]"),
+        (lambda c: c["artifacts"]["fig10"]["contrasts"].insert(0, ["lora_r2_lo_final", "nope"]), "artifacts.fig10.contrasts[0]"),
         (lambda c: c["evaluations"]["suites"]["heldout"]["tasks"].update({"toy:nope_d9": {"k": 2}}),
          "evaluations.suites.heldout"),
         (lambda c: c["evaluations"]["suites"]["heldout"].update(temperature="hot"), "evaluations.suites.heldout.temperature"),
