@@ -113,10 +113,11 @@ rule train_verl_run:
         f"{RESULTS}/benchmarks/train_verl_run/{{run}}.tsv"
     wildcard_constraints:
         run=ids_regex(runs_of("verl")),
+    retries: training_retries()
     conda:
         TRAINING_ENV
     resources:
-        gpu=verl_gpus,
+        **training_rule_resources(),
     params:
         run=run_config,
         resources=verl_resources,
