@@ -123,6 +123,8 @@ rule train_verl_run:
         resources=verl_resources,
         # outside the rule's outputs: Snakemake deletes those on failure, verl resumes from here
         state_dir=lambda wc: f"{RESULTS}/train_state/{wc.run}",
+        # multi-node runs: the Ray launcher's CPUs per node, start timeout and network interfaces
+        ray=ray_launcher_settings(),
     script:
         "../scripts/train-verl-run.py"
 

@@ -92,6 +92,17 @@ def training_rule_resources():
     return {key: training_resource(key) for key in TRAINING_RESOURCE_KEYS}
 
 
+def ray_launcher_settings():
+    """offprincipal.training.ray_slurm settings from the cluster section (none without one)."""
+    if CLUSTER is None:
+        return {}
+    return {
+        "num_cpus": CLUSTER["cpus_per_node"],
+        "start_timeout_s": CLUSTER["ray_start_timeout_s"],
+        "network": cluster_resources.ray_network(CLUSTER),
+    }
+
+
 def training_retries():
     """Resubmissions of a training job: each resumes from its last verl checkpoint."""
     return CLUSTER["training_retries"] if CLUSTER else 0
