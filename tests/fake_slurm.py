@@ -8,7 +8,8 @@ order, to $FAKE_LOG) and imitates just enough of the real tool.
 * ``ray start ... --block`` marks the node started and blocks until SIGTERM; it exits 1 at
   once on $FAKE_RAY_FAIL; ``ray status`` lists the started nodes except $FAKE_RAY_NEVER_JOIN;
   ``ray stop`` unmarks the node;
-* ``sbatch`` prints a job id, ``sacct`` reports every job $FAKE_SACCT_STATE (COMPLETED),
+* ``sbatch`` prints a new job id (4001, 4002, ...) and runs nothing; ``sacct`` reports every
+  submitted job as $FAKE_SACCT_STATE (RUNNING),
   ``sinfo``/``scancel``/``sacctmgr``/``sshare`` do nothing useful.
 """
 
@@ -77,12 +78,14 @@ elif tool == "ray":
     elif args[0] == "stop":
         (state / node).unlink(missing_ok=True)
 elif tool == "sbatch":
-    print(env.get("FAKE_JOB_ID", "4242"))
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "jobs", "a") as fh:  # one line per submission; its number is the job id
+        fh.write("job\n")
+    print(4000 + len((state / "jobs").read_text().splitlines()))
 elif tool == "sacct":
-    jobs = [a for a in args if a[:1].isdigit()]
-    ids = ",".join(jobs) or next((a.split("=", 1)[1] for a in args if a.startswith("--jobs=")), "")
-    for j in filter(None, ids.replace(" ", ",").split(",")):
-        print(f"{j}|{env.get('FAKE_SACCT_STATE', 'COMPLETED')}")
+    n = len((state / "jobs").read_text().splitlines()) if (state / "jobs").exists() else 0
+    for j in range(4001, 4001 + n):
+        print(f"{j}|{env.get('FAKE_SACCT_STATE', 'RUNNING')}")
 elif tool in ("sacctmgr", "sshare"):
     print("acct42")
 '''
