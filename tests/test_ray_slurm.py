@@ -3,7 +3,12 @@ the node list, the order of starts, the wait for every node, the teardown on fai
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -139,10 +144,32 @@ def test_entry_point(tmp_path, monkeypatch):
                    SLURM_CPUS_PER_TASK="16", SLURM_GPUS_ON_NODE="2")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert main(["--timeout", "20", "--", *trainer(5)]) == 5
+    assert main(["--timeout", "20", "--poll", "0.05", "--", *trainer(5)]) == 5
     log = read_log(tmp_path / "calls.jsonl")
     assert all("--num-cpus=16" in c["argv"] and "--num-gpus=2" in c["argv"] for c in calls(log, "ray", "start"))
     assert len(calls(log, "ray", "stop")) == 2
+
+
+def test_sigterm_tears_ray_down_and_ends_the_trainer(tmp_path):
+    """Preemption or a time limit: SLURM sends SIGTERM to the job; the launcher stops Ray on
+    every node and the trainer before the job's processes are killed."""
+    env = fake_env(tmp_path, HOSTS[:2], SLURM_JOB_NODELIST="gpu-a[01-02]", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    code = ("import json, os, time; open(os.environ['FAKE_LOG'], 'a').write(json.dumps({'tool': 'trainer', 'pid': os.getpid()}) + '\\n'); "
+            "time.sleep(60); open(os.environ['FAKE_LOG'], 'a').write(json.dumps({'tool': 'trainer-done'}) + '\\n')")
+    launcher = subprocess.Popen([sys.executable, "-m", "offprincipal.training.ray_slurm", "--nnodes", "2", "--num-cpus", "4",
+                                 "--num-gpus", "1", "--timeout", "20", "--poll", "0.05", "--", sys.executable, "-c", code], env=env)
+    deadline = time.monotonic() + 30
+    while not calls(read_log(tmp_path / "calls.jsonl"), "trainer") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = calls(read_log(tmp_path / "calls.jsonl"), "trainer")
+    assert started, "the trainer never started"
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=30) == 143
+    log = read_log(tmp_path / "calls.jsonl")
+    assert sorted(c["node"] for c in calls(log, "ray", "stop")) == HOSTS[:2]
+    assert not list((tmp_path / "ray_nodes").iterdir()) and not calls(log, "trainer-done")
+    with pytest.raises(ProcessLookupError):
+        os.kill(started[0]["pid"], 0)
 
 
 def test_count_active_nodes_reads_ray_status():

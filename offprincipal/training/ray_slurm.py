@@ -282,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-gpus", type=int, help="GPUs per node for Ray (default: SLURM_GPUS_ON_NODE)")
     parser.add_argument("--port", type=int, default=6379)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every node to join")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between two `ray status` checks")
     parser.add_argument("--nnodes", type=int, help="nodes to use (default: SLURM_JOB_NUM_NODES, else 1)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run on the head")
     args = parser.parse_args(argv)
@@ -294,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = None
     if nnodes > 1:
         kwargs = {k: v for k, v in (("num_cpus", args.num_cpus), ("num_gpus", args.num_gpus)) if v is not None}
-        settings = RaySettings.from_env(env, port=args.port, start_timeout_s=args.timeout, **kwargs)
+        settings = RaySettings.from_env(env, port=args.port, start_timeout_s=args.timeout, poll_s=args.poll, **kwargs)
     return run_command(command, nnodes=nnodes, settings=settings, env=env)
 
 

@@ -104,8 +104,9 @@ def ray_launcher_settings():
 
 
 def training_retries():
-    """Resubmissions of a training job: each resumes from its last verl checkpoint."""
-    return CLUSTER["training_retries"] if CLUSTER else 0
+    """Resubmissions of a training job: each resumes from its last verl checkpoint (None:
+    Snakemake's --retries, as for every other rule)."""
+    return CLUSTER["training_retries"] if CLUSTER else None
 
 
 def merged_step_name(step):
