@@ -6,7 +6,8 @@ order, to $FAKE_LOG) and imitates just enough of the real tool.
 * ``hostname --ip-address`` / ``ip -4 -o addr show dev IF`` print the node's address
   (10.0.0.<index+1> / 192.168.0.<index+1> for the interface), from FAKE_HOSTS;
 * ``ray start ... --block`` marks the node started and blocks until SIGTERM; it exits 1 at
-  once on $FAKE_RAY_FAIL; ``ray status`` lists the started nodes except $FAKE_RAY_NEVER_JOIN;
+  once on $FAKE_RAY_FAIL; ``ray status`` counts the started nodes except $FAKE_RAY_NEVER_JOIN
+  (as idle nodes, the way Ray's autoscaler v2 shows a fresh cluster);
   ``ray stop`` unmarks the node;
 * ``sbatch`` prints a new job id (4001, 4002, ...) and runs nothing; ``sacct`` reports every
   submitted job as $FAKE_SACCT_STATE (RUNNING),
@@ -68,13 +69,12 @@ elif tool == "ray":
         up = sorted(p.name for p in state.glob("*") if p.name not in never) if state.is_dir() else []
         if not up:
             sys.exit(1)
-        print("======== Autoscaler status: 2026-12-03 06:00:00 ========")
-        print("Node status\n---------------------------------------------------------------\nActive:")
-        for i, n in enumerate(up):
-            print(f" 1 node_{i:040x}")
-        print("Pending:\n (no pending nodes)\nRecent failures:\n (no failures)\n")
-        print("Resources\n---------------------------------------------------------------\nUsage:")
-        print(f" 0.0/{64 * len(up)}.0 CPU")
+        # Ray's autoscaler v2 layout: a fresh cluster's nodes are idle, hand-started ones untyped
+        print("======== Autoscaler status: 2026-12-03 06:00:00.000000 ========")
+        print("Node status\n---------------------------------------------------------------")
+        print(f"Active:\n (no active nodes)\nIdle:\n {len(up)} \nPending:\n (no pending nodes)")
+        print("Recent failures:\n (no failures)\n\nResources\n---------------------------------------------------------------")
+        print(f"Total Usage:\n 0.0/{64 * len(up)}.0 CPU")
     elif args[0] == "stop":
         (state / node).unlink(missing_ok=True)
 elif tool == "sbatch":

@@ -16,7 +16,7 @@ from fake_slurm import fake_env, read_log
 from offprincipal.training.ray_slurm import (
     RayLaunchError,
     RaySettings,
-    count_active_nodes,
+    count_nodes,
     main,
     node_list,
     run_command,
@@ -172,8 +172,8 @@ def test_sigterm_tears_ray_down_and_ends_the_trainer(tmp_path):
         os.kill(started[0]["pid"], 0)
 
 
-def test_count_active_nodes_reads_ray_status():
-    status = """======== Autoscaler status: 2026-12-03 06:00:00.123456 ========
+def test_count_nodes_reads_both_ray_status_layouts():
+    v1 = """======== Autoscaler status: 2026-12-03 06:00:00.123456 ========
 Node status
 ---------------------------------------------------------------
 Active:
@@ -190,6 +190,26 @@ Usage:
  0.0/192.0 CPU
  0.0/24.0 GPU
 """
-    assert count_active_nodes(status) == 3
-    assert count_active_nodes(status.replace(" 2 node_91bd77aa00\n", "")) == 1
-    assert count_active_nodes("Active:\n (no active nodes)\nPending:\n") == 0
+    assert count_nodes(v1) == 3
+    assert count_nodes(v1.replace(" 2 node_91bd77aa00\n", "")) == 1
+    v2 = """======== Autoscaler status: 2026-12-03 06:00:00.123456 ========
+Node status
+---------------------------------------------------------------
+Active:
+ 1 headgroup
+Idle:
+ 2 
+ 1 gpu-workers
+Pending:
+ gpu-workers, 1 launching
+Recent failures:
+ (no failures)
+
+Resources
+---------------------------------------------------------------
+Total Usage:
+ 1.0/96.0 CPU
+Total Demands:
+ (no resource demands)"""
+    assert count_nodes(v2) == 4  # 1 active + 3 idle; the one launching is not there yet
+    assert count_nodes("Active:\n (no active nodes)\nIdle:\n (no idle nodes)\nPending:\n") == 0

@@ -9,7 +9,7 @@ an ``mpi`` job, so it runs once, on the first node, and starts the job steps its
 2. the head (first node) starts with ``srun --nodes=1 --ntasks=1 -w HEAD ray start --head
    --block``, the workers on the other nodes with ``--address HEAD_IP:PORT``, each with its
    CPUs and GPUs given explicitly (Ray would otherwise count the whole machine);
-3. ``ray status`` is polled until every node has joined (or a node's ``srun`` died, or the
+3. ``ray status`` is polled until every node has joined (active or idle) (or a node's ``srun`` died, or the
    timeout passed: then the launch fails, naming what is missing);
 4. the command (verl's trainer) runs on the head with ``srun --overlap`` and ``RAY_ADDRESS``
    set, so verl's ``ray.init()`` joins this cluster;
@@ -122,20 +122,20 @@ def parse_ip(output: str) -> str | None:
     return match.group(1) if match else None
 
 
-def count_active_nodes(status: str) -> int:
-    """Nodes listed under ``Active:`` in ``ray status`` (lines ``<count> node_<id>``)."""
-    total, active = 0, False
+def count_nodes(status: str) -> int:
+    """Live nodes in ``ray status`` output: the counts under ``Active:`` and, since Ray's
+    autoscaler v2, ``Idle:`` (a fresh cluster's nodes are all idle). Each line is
+    `` <count> <node type>``; the type of a node started by hand is ``node_<id>`` (v1) or
+    empty (v2), so only the count is read."""
+    total, section = 0, None
     for line in status.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("Active:"):
-            active = True
+        if line and not line[0].isspace():
+            section = line.strip() if line.strip() in ("Active:", "Idle:") else None
             continue
-        if active:
-            match = re.match(r"(\d+)\s+node_\S+", stripped)
+        if section:
+            match = re.fullmatch(r"\s*(\d+)(?:\s.*)?", line)
             if match:
                 total += int(match.group(1))
-            elif stripped:
-                break
     return total
 
 
@@ -195,7 +195,7 @@ class RayCluster:
                 raise RayLaunchError(f"Ray exited on {', '.join(f'{k} (status {v})' for k, v in dead.items())} "
                                      f"before {n} of {len(self.nodes)} nodes joined")
             out = subprocess.run(["ray", "status", f"--address={self.address}"], capture_output=True, text=True, env=self.env)
-            joined = count_active_nodes(out.stdout) if out.returncode == 0 else 0
+            joined = count_nodes(out.stdout) if out.returncode == 0 else 0
             if joined >= n:
                 logger.info("Ray cluster at %s: %d nodes active", self.address, joined)
                 return joined
