@@ -1,7 +1,8 @@
 """Fake SLURM and Ray executables for tests: each logs its argv (one JSON line per call, in call
 order, to $FAKE_LOG) and imitates just enough of the real tool.
 
-* ``scontrol show hostnames LIST`` prints $FAKE_HOSTS one per line (``scontrol show config``: MinJobAge);
+* ``scontrol show hostnames LIST`` prints $FAKE_HOSTS one per line, ``scontrol show job ID`` a
+  job record with NodeList=$FAKE_NODELIST (``scontrol show config``: MinJobAge);
 * ``srun [opts] -w NODE CMD...`` runs CMD with FAKE_NODE=NODE;
 * ``hostname --ip-address`` / ``ip -4 -o addr show dev IF`` print the node's address
   (10.0.0.<index+1> / 192.168.0.<index+1> for the interface), from FAKE_HOSTS;
@@ -39,6 +40,8 @@ state = Path(env.get("FAKE_STATE", "/nonexistent"))
 if tool == "scontrol":
     if args[:2] == ["show", "hostnames"]:
         print("\n".join(hosts))
+    elif args[:2] == ["show", "job"]:
+        print(f"JobId={args[-1]} JobName=x ReqNodeList=(null) NodeList={env.get('FAKE_NODELIST', '(null)')} BatchHost={hosts[0]}")
     else:
         print("MinJobAge = 300 sec")
 elif tool == "srun":

@@ -48,8 +48,22 @@ def test_node_list_is_one_host_per_element(tmp_path):
     env = fake_env(tmp_path, HOSTS, SLURM_JOB_NODELIST=NODELIST)
     assert node_list(env) == HOSTS
     assert read_log(tmp_path / "calls.jsonl")[0]["argv"] == ["show", "hostnames", NODELIST]
-    with pytest.raises(RayLaunchError, match="SLURM_JOB_NODELIST is not set"):
-        node_list({k: v for k, v in env.items() if k not in ("SLURM_JOB_NODELIST", "SLURM_NODELIST")})
+    bare = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    with pytest.raises(RayLaunchError, match="neither SLURM_JOB_NODELIST nor SLURM_JOB_ID is set"):
+        node_list(bare)
+
+
+def test_node_list_from_the_job_record_where_the_jobstep_plugin_removed_it(tmp_path):
+    """slurm-jobstep keeps only SLURM_JOB_ID (and a few identity variables) in a rule's environment."""
+    env = fake_env(tmp_path, HOSTS, SLURM_JOB_ID="4711", FAKE_NODELIST=NODELIST)
+    env.pop("SLURM_JOB_NODELIST", None)
+    env.pop("SLURM_NODELIST", None)
+    assert node_list(env) == HOSTS
+    log = read_log(tmp_path / "calls.jsonl")
+    assert [c["argv"] for c in log] == [["show", "job", "--oneliner", "4711"], ["show", "hostnames", NODELIST]]
+    env["FAKE_NODELIST"] = "(null)"
+    with pytest.raises(RayLaunchError, match="scontrol show job 4711 gave no NodeList"):
+        node_list(env)
 
 
 def test_head_then_workers_then_trainer_on_the_head_then_teardown(tmp_path):
@@ -70,6 +84,9 @@ def test_head_then_workers_then_trainer_on_the_head_then_teardown(tmp_path):
     # the ray start steps own their node's resources; the others overlap them
     start_sruns = [c for c in sruns if "ray" in c["argv"] and "start" in c["argv"]]
     assert len(start_sruns) == 3 and not any("--overlap" in c["argv"] for c in start_sruns)
+    # the step itself gets the node's CPUs and GPUs (srun would give it one CPU otherwise)
+    assert all({"--cpus-per-task=64", "--gres=gpu:8"} <= set(c["argv"][:c["argv"].index("ray")]) for c in start_sruns)
+    assert all("--overlap" in c["argv"] for c in sruns if c not in start_sruns)
     order = [(c["tool"], c["argv"][0] if c["tool"] == "ray" else None, c["node"]) for c in log if c["tool"] in ("ray", "trainer")]
     worker_starts = [order.index(("ray", "start", n)) for n in HOSTS[1:]]
     i_head, i_last_start = order.index(("ray", "start", "gpu-a01")), max(worker_starts)

@@ -143,8 +143,12 @@ def test_no_rule_declares_the_resumable_state_so_snakemake_never_deletes_it(tmp_
 
 
 def test_a_two_node_run_trains_through_the_ray_launcher(tmp_path, fake_verl, monkeypatch):
-    env = fake_env(tmp_path / "slurm", ["node1", "node2"], SLURM_JOB_NODELIST="node[1-2]")
-    for key in ("PATH", "FAKE_LOG", "FAKE_HOSTS", "FAKE_STATE", "SLURM_JOB_NODELIST"):
+    # as under the slurm-jobstep plugin: of the allocation's variables only the job id is left
+    env = fake_env(tmp_path / "slurm", ["node1", "node2"], SLURM_JOB_ID="77", FAKE_NODELIST="node[1-2]")
+    for key in list(os.environ):
+        if key.startswith("SLURM_"):
+            monkeypatch.delenv(key)
+    for key in ("PATH", "FAKE_LOG", "FAKE_HOSTS", "FAKE_STATE", "FAKE_NODELIST", "SLURM_JOB_ID"):
         monkeypatch.setenv(key, env[key])
     ray = {"num_cpus": 12, "start_timeout_s": 20, "poll_s": 0.05, "network": {"NCCL_SOCKET_IFNAME": "ib0"}}
     resources = {"nnodes": 2, "n_gpus_per_node": 2}

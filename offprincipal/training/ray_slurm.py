@@ -3,12 +3,13 @@
 Inside an allocation of N nodes (``sbatch --nodes=N``; the workflow's ``train_verl_run`` is
 an ``mpi`` job, so it runs once, on the first node, and starts the job steps itself):
 
-1. the node list comes from ``scontrol show hostnames $SLURM_JOB_NODELIST``, one host per line
+1. the node list comes from ``scontrol show hostnames $SLURM_JOB_NODELIST`` (the list itself
+   from ``scontrol show job $SLURM_JOB_ID`` where the slurm-jobstep plugin removed it), one host per line
    -- verl's ``ray_on_slurm.slurm`` keeps it as one quoted word (verl #548), so its
    ``srun -w <head>`` names every node at once;
-2. the head (first node) starts with ``srun --nodes=1 --ntasks=1 -w HEAD ray start --head
-   --block``, the workers on the other nodes with ``--address HEAD_IP:PORT``, each with its
-   CPUs and GPUs given explicitly (Ray would otherwise count the whole machine);
+2. the head (first node) starts with ``srun --nodes=1 --ntasks=1 --cpus-per-task=C --gres=gpu:G
+   -w HEAD ray start --head --block``, the workers on the other nodes with ``--address
+   HEAD_IP:PORT``, each step and each Ray node with its CPUs and GPUs given explicitly;
 3. ``ray status`` is polled until every node has joined (active or idle) (or a node's ``srun`` died, or the
    timeout passed: then the launch fails, naming what is missing);
 4. the command (verl's trainer) runs on the head with ``srun --overlap`` and ``RAY_ADDRESS``
@@ -96,11 +97,27 @@ def _slurm_int(env: Mapping[str, str], *names: str) -> int:
     raise RayLaunchError(f"none of {', '.join(names)} is set: pass the per-node CPU/GPU count explicitly")
 
 
+def job_nodelist(env: Mapping[str, str]) -> str:
+    """The job's compressed node list (``gpu-a[01-02],gpu-b07``). The slurm-jobstep plugin
+    removes ``SLURM_JOB_NODELIST`` (and every other allocation variable but the job id) from
+    the environment of the rule it runs, so without it the list is asked of ``scontrol``."""
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if nodelist:
+        return nodelist
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job:
+        raise RayLaunchError("neither SLURM_JOB_NODELIST nor SLURM_JOB_ID is set: a multi-node run needs a SLURM "
+                             "allocation (sbatch --nodes=N)")
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True, env=dict(env))
+    match = re.search(r"(?:^|\s)NodeList=(\S+)", out.stdout) if out.returncode == 0 else None
+    if not match or match.group(1) == "(null)":
+        raise RayLaunchError(f"scontrol show job {job} gave no NodeList (exit {out.returncode}): {out.stderr.strip()}")
+    return match.group(1)
+
+
 def node_list(env: Mapping[str, str]) -> list[str]:
     """The job's hosts, one per element, in SLURM's order (the first is the head)."""
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
-    if not nodelist:
-        raise RayLaunchError("SLURM_JOB_NODELIST is not set: a multi-node run needs a SLURM allocation (sbatch --nodes=N)")
+    nodelist = job_nodelist(env)
     out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, env=dict(env))
     if out.returncode != 0:
         raise RayLaunchError(f"scontrol show hostnames {nodelist} failed ({out.returncode}): {out.stderr.strip()}")
@@ -110,10 +127,11 @@ def node_list(env: Mapping[str, str]) -> list[str]:
     return nodes
 
 
-def on_node(node: str, command: Sequence[str], *, overlap: bool) -> list[str]:
+def on_node(node: str, command: Sequence[str], *, overlap: bool, resources: Sequence[str] = ()) -> list[str]:
     """``srun`` of one task on ``node``. ``--overlap`` for steps that share the node's CPUs
-    with its Ray step (address look-up, the trainer, ``ray stop``)."""
-    return ["srun", "--nodes=1", "--ntasks=1", *(["--overlap"] if overlap else []), "-w", node, *command]
+    with its Ray step (address look-up, the trainer, ``ray stop``); ``resources``: the step's
+    own CPU/GPU flags."""
+    return ["srun", "--nodes=1", "--ntasks=1", *(["--overlap"] if overlap else []), *resources, "-w", node, *command]
 
 
 def parse_ip(output: str) -> str | None:
@@ -171,7 +189,10 @@ class RayCluster:
         logger.info("starting Ray on %s: %s", node, " ".join(command))
         # --block keeps the step alive as long as the Ray node: a daemonised `ray start` would
         # be killed with its step by SLURM's process tracking
-        self.steps[node] = subprocess.Popen(on_node(node, command, overlap=False), env=self.env)
+        # explicit CPUs and GPUs for the step: the jobstep plugin strips SLURM_CPUS_PER_TASK and
+        # the other allocation variables, so srun would otherwise give the Ray node one CPU
+        step = [f"--cpus-per-task={s.num_cpus}", *([f"--gres=gpu:{s.num_gpus}"] if s.num_gpus else [])]
+        self.steps[node] = subprocess.Popen(on_node(node, command, overlap=False, resources=step), env=self.env)
 
     def start(self) -> "RayCluster":
         head, workers = self.nodes[0], self.nodes[1:]
