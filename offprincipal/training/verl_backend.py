@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Iterable, Mapping
 
 from offprincipal.io import write_json
 
+from . import ray_slurm
 from .run_directory import MASK_FILE, METRICS_FILE, reference_base, write_manifest, write_metrics
 from .spec import MASK_PLUGIN, RunSpec, VerlLaunch, check_verl_spec, to_verl_overrides, verl_command
 
@@ -276,13 +276,32 @@ def train(
     pissa_dir: str | os.PathLike | None = None,
     python: str = sys.executable,
     extra_overrides: tuple[str, ...] = (),
+    ray: Mapping | None = None,
 ) -> dict:
     """Run (or resume) one verl run and write its run directory; returns the manifest.
 
+    A run whose state already holds its last step's checkpoint (an earlier attempt trained to
+    the end, then the job died before the run directory was written) launches nothing: only
+    the run directory is written.
+
     ``extra_overrides``: verl keys the specification does not set (e.g. ``trainer.rollout_data_dir``
-    for a smoke test); one that would change what the specification sets is refused."""
+    for a smoke test); one that would change what the specification sets is refused.
+    ``ray``: multi-node runs (``nnodes > 1``, inside a SLURM allocation): ``num_cpus`` per node
+    (default: SLURM's), ``start_timeout_s``, ``poll_s`` and ``network`` (``RAY_NETWORK_INTERFACE``,
+    ``NCCL_SOCKET_IFNAME``, ``GLOO_SOCKET_IFNAME``; the environment wins) of
+    :mod:`offprincipal.training.ray_slurm`."""
     spec = check_verl_spec(spec)
     state_dir, out_dir = Path(state_dir).absolute(), Path(out_dir)
+    previous = sorted((state_dir / ATTEMPTS_DIR).glob("attempt_*.jsonl"))
+    if previous and last_checkpointed_step(state_dir) == spec.steps:
+        attempt, _, launch = prepare(
+            spec, base_dir, state_dir, train_files=train_files, experiment_name=experiment_name, resources=resources,
+            mask_file=mask_file, pissa_dir=pissa_dir, attempt=previous[-1].stem, extra_overrides=tuple(extra_overrides),
+        )
+        logger.info("%s: verl already checkpointed step %d of %d; writing the run directory only",
+                    experiment_name, spec.steps, spec.steps)
+        return finish(spec, base_dir, out_dir, state_dir, base_checkpoint=base_checkpoint, mask_file=mask_file,
+                      pissa_dir=pissa_dir, launch=launch, attempt=attempt, seconds=None)
     attempt, overrides, launch = prepare(
         spec, base_dir, state_dir, train_files=train_files, experiment_name=experiment_name,
         resources=resources, mask_file=mask_file, pissa_dir=pissa_dir, extra_overrides=tuple(extra_overrides),
@@ -293,15 +312,36 @@ def train(
     logger.info("verl attempt %s: %s", attempt, " ".join(command))
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=state_dir, env=env)
+    status = ray_slurm.run_command(command, nnodes=launch.nnodes, settings=ray_settings(launch, ray, env), cwd=state_dir, env=env)
     seconds = time.perf_counter() - t0
-    if result.returncode != 0:
+    if status != 0:
         raise RuntimeError(
-            f"verl attempt {attempt} of {experiment_name} exited with status {result.returncode} after {seconds:.0f} s; "
+            f"verl attempt {attempt} of {experiment_name} exited with status {status} after {seconds:.0f} s; "
             f"its metrics are in {launch.metrics_path}; rerun to resume from the last checkpoint in {launch.output_dir}"
         )
     return finish(spec, base_dir, out_dir, state_dir, base_checkpoint=base_checkpoint, mask_file=mask_file,
                   pissa_dir=pissa_dir, launch=launch, attempt=attempt, seconds=seconds)
+
+
+def ray_settings(launch: VerlLaunch, ray: Mapping | None, env: Mapping[str, str]) -> ray_slurm.RaySettings:
+    """The Ray launcher's settings of a run. One node starts no Ray of ours (verl's ray.init()
+    makes a local cluster), so only its NCCL/Gloo interfaces matter there."""
+    ray = dict(ray or {})
+    kwargs = {"num_gpus": launch.n_gpus_per_node}
+    if ray.get("num_cpus"):
+        kwargs["num_cpus"] = int(ray["num_cpus"])
+    elif launch.nnodes == 1:
+        kwargs["num_cpus"] = 1  # unused
+    for key in ("start_timeout_s", "poll_s"):
+        if ray.get(key):
+            kwargs[key] = float(ray[key])
+    return ray_slurm.RaySettings.from_env(env, defaults=dict(ray.get("network") or {}), **kwargs)
+
+
+def last_checkpointed_step(state_dir: str | os.PathLike) -> int:
+    """verl's ``latest_checkpointed_iteration.txt`` in ``state_dir`` (0: no checkpoint yet)."""
+    latest = Path(state_dir) / CHECKPOINTS_DIR / LATEST
+    return int(latest.read_text().strip()) if latest.is_file() else 0
 
 
 def finish(spec, base_dir, out_dir, state_dir, *, base_checkpoint, mask_file, pissa_dir, launch: VerlLaunch,
@@ -310,7 +350,7 @@ def finish(spec, base_dir, out_dir, state_dir, *, base_checkpoint, mask_file, pi
     spec = check_verl_spec(spec)
     state_dir, out_dir = Path(state_dir), Path(out_dir)
     latest = state_dir / CHECKPOINTS_DIR / LATEST
-    done = int(latest.read_text().strip()) if latest.is_file() else 0
+    done = last_checkpointed_step(state_dir)
     if done != spec.steps:
         raise RuntimeError(f"{latest}: verl's last checkpoint is step {done}, the run has {spec.steps} steps")
     wanted = sorted({*[s for s in spec.save_steps if s > 0], spec.steps})

@@ -4,6 +4,7 @@ import re
 
 from snakemake.utils import validate
 
+from offprincipal import cluster as cluster_resources
 from offprincipal.artifacts import (
     ARTIFACTS,
     artifact_inputs,
@@ -26,6 +27,8 @@ TOY = config.get("toy", {})
 RUNS = config.get("runs", {})
 EVALUATIONS = config["evaluations"]
 SUITES = EVALUATIONS["suites"]
+# SLURM shape of the GPU rules (profiles/slurm); None: a local config, no SLURM-only resources
+CLUSTER = config.get("cluster")
 # vLLM pins its own torch, so GPU evaluations have their own environment
 EVALUATION_ENV = (
     "../../envs/eval-gpu.yaml"
@@ -275,12 +278,19 @@ def evaluation_inputs(wildcards):
 
 def evaluation_gpus():
     """GPUs one evaluation job holds: vLLM's tensor x data parallel size; none for hf."""
-    if EVALUATIONS["backend"] != "vllm":
-        return 0
-    args = EVALUATIONS["backend_args"]
-    return int(args.get("tensor_parallel_size", 1)) * int(
-        args.get("data_parallel_size", 1)
-    )
+    return cluster_resources.evaluation_gpus(EVALUATIONS)
+
+
+def evaluation_rule_resources():
+    """The evaluate rule's resources: its GPUs, plus the cluster shape when there is one."""
+    if CLUSTER is None:
+        return {"gpu": evaluation_gpus()}
+    return cluster_resources.evaluation_resources(CLUSTER, EVALUATIONS)
+
+
+def svd_rule_resources():
+    """The SVD passes' resources on a cluster (GPU nodes unless cluster.svd_gpus is 0)."""
+    return {} if CLUSTER is None else cluster_resources.svd_resources(CLUSTER)
 
 
 def contrasts_of(wildcards):

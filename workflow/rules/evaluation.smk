@@ -17,7 +17,7 @@ rule evaluate:
         EVALUATION_ENV
     threads: 1
     resources:
-        gpu=evaluation_gpus(),
+        **evaluation_rule_resources(),
     params:
         suite=lambda wildcards: SUITES[wildcards.suite],
         backend=EVALUATIONS["backend"],

@@ -36,6 +36,8 @@ rule spectra:
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
+    resources:
+        **svd_rule_resources(),
     params:
         kinds=METRICS["matrix_kinds"],
         top_k=METRICS["svd_top_k"],
@@ -61,6 +63,8 @@ rule pair_geometry:
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
+    resources:
+        **svd_rule_resources(),
     params:
         angle_ks=METRICS["angle_ks"],
         report_k=METRICS["report_k"],

@@ -113,15 +113,18 @@ rule train_verl_run:
         f"{RESULTS}/benchmarks/train_verl_run/{{run}}.tsv"
     wildcard_constraints:
         run=ids_regex(runs_of("verl")),
+    retries: training_retries()
     conda:
         TRAINING_ENV
     resources:
-        gpu=verl_gpus,
+        **training_rule_resources(),
     params:
         run=run_config,
         resources=verl_resources,
         # outside the rule's outputs: Snakemake deletes those on failure, verl resumes from here
         state_dir=lambda wc: f"{RESULTS}/train_state/{wc.run}",
+        # multi-node runs: the Ray launcher's CPUs per node, start timeout and network interfaces
+        ray=ray_launcher_settings(),
     script:
         "../scripts/train-verl-run.py"
 

@@ -56,6 +56,59 @@ def verl_gpus(wildcards):
     return verl_resources(wildcards).get("n_gpus_per_node", 8)
 
 
+#: every key a verl run's SLURM resources may have (a single-node run leaves mpi empty)
+TRAINING_RESOURCE_KEYS = (
+    "nodes",
+    "gres",
+    "tasks_per_gpu",
+    "cpus_per_task",
+    "mem_mb",
+    "runtime",
+    "slurm_extra",
+    "mpi",
+    "tasks",
+)
+
+
+def training_resource(key):
+    """One resource of a verl run: the whole nodes its `verl` block asks for (offprincipal.cluster).
+
+    A single-node run gets `mpi: ""`: the key's presence stops the jobstep plugin wrapping the
+    job in `srun -n1`, so the run has the whole allocation; its empty value is no MPI job.
+    """
+
+    def of_run(wildcards):
+        res = cluster_resources.training_resources(
+            CLUSTER, verl_resources(wildcards), run=wildcards.run
+        )
+        return res.get(key, {"mpi": "", "tasks": 1}.get(key))
+
+    return of_run
+
+
+def training_rule_resources():
+    if CLUSTER is None:
+        return {"gpu": verl_gpus}
+    return {key: training_resource(key) for key in TRAINING_RESOURCE_KEYS}
+
+
+def ray_launcher_settings():
+    """offprincipal.training.ray_slurm settings from the cluster section (none without one)."""
+    if CLUSTER is None:
+        return {}
+    return {
+        "num_cpus": CLUSTER["cpus_per_node"],
+        "start_timeout_s": CLUSTER["ray_start_timeout_s"],
+        "network": cluster_resources.ray_network(CLUSTER),
+    }
+
+
+def training_retries():
+    """Resubmissions of a training job: each resumes from its last verl checkpoint (None:
+    Snakemake's --retries, as for every other rule)."""
+    return CLUSTER["training_retries"] if CLUSTER else None
+
+
 def merged_step_name(step):
     return "final" if step == "final" else f"step_{step}"
 

@@ -27,4 +27,5 @@ train(
     base_checkpoint=run["base"],
     mask_file=snakemake.input.get("masks"),
     pissa_dir=snakemake.input.get("pissa"),
+    ray=dict(snakemake.params.ray),
 )
