@@ -50,5 +50,3 @@ rule intervene:
         interventions=intervention_list,
     script:
         "../scripts/intervene.py"
-
-
