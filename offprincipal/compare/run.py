@@ -185,6 +185,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         "mask_alpha": args.mask_alpha, "update_rank": False if args.no_update_rank else None,
     })
     config = build_config(ids, sources, out, metrics=metrics, device=args.device, hub_cache=hub_cache)
+    if args.profile:
+        # on a cluster the SVD passes ask for a GPU node (cluster.svd_gpus, default 1); the
+        # section's defaults fill the rest, and the profile supplies partitions and account
+        config.setdefault("cluster", {})
     full = {"matrix_kinds": list(DEFAULT_KINDS), **metrics}
     estimate = est.estimate(inventories, ids[0], ids[1:], full)
     for line in est.describe(estimate, hub_cache):
