@@ -7,6 +7,7 @@ rule render_figure:
         unpack(figure_inputs),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+        provenance=f"{RESULTS}/figures/{{figure}}.provenance.json",
         png=report(
             f"{RESULTS}/figures/{{figure}}.png",
             caption="../report/artifact.rst",
@@ -20,6 +21,7 @@ rule render_figure:
     params:
         artifact=figure_params,
         caption=figure_caption,
+        results=RESULTS,
     script:
         "../scripts/render-artifact.py"
 
@@ -35,6 +37,7 @@ rule render_table:
             labels={"artifact": "{table}"},
         ),
         md=f"{RESULTS}/tables/{{table}}.md",
+        provenance=f"{RESULTS}/tables/{{table}}.provenance.json",
     log:
         f"{RESULTS}/logs/render_table/{{table}}.log",
     conda:
@@ -42,6 +45,7 @@ rule render_table:
     params:
         artifact=table_params,
         caption=table_caption,
+        results=RESULTS,
     script:
         "../scripts/render-artifact.py"
 
