@@ -21,7 +21,6 @@ rule render_figure:
     params:
         artifact=figure_params,
         caption=figure_caption,
-        results=RESULTS,
     script:
         "../scripts/render-artifact.py"
 
@@ -45,7 +44,6 @@ rule render_table:
     params:
         artifact=table_params,
         caption=table_caption,
-        results=RESULTS,
     script:
         "../scripts/render-artifact.py"
 
