@@ -11,6 +11,12 @@ ids with an optional ``@revision`` -- and writes a self-contained report (see
 writes into the config the commits the fetch rule resolved for every branch/tag revision
 (see :mod:`offprincipal.checkpoints.pinning`). Run it after the checkpoints are fetched,
 e.g. ``snakemake --configfile=config/paper.yaml --cores 4 fetch``.
+
+    offprincipal verify results/default
+
+re-checks every artifact's provenance sidecar (``{figures,tables}/*.provenance.json``) against
+the files on disk and names each artifact whose inputs changed or are missing; exit 1 if any
+(see :mod:`offprincipal.provenance`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,22 @@ def _pin(args: argparse.Namespace) -> int:
     return 1 if (not_fetched and args.require_all) else 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from offprincipal.provenance import verify
+
+    checked = verify(args.results)
+    if not checked:
+        print(f"offprincipal verify: no provenance sidecars under {args.results}/figures or /tables", file=sys.stderr)
+        return 2
+    stale = {name: problems for name, problems in checked.items() if problems}
+    for name, problems in stale.items():
+        for problem in problems:
+            print(f"{name}: {problem}")
+    print(f"{len(checked) - len(stale)} of {len(checked)} artifacts match their inputs"
+          + (f"; stale: {', '.join(stale)}" if stale else ""))
+    return 1 if stale else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["compare"]:  # its own parser: arguments after `--` go to Snakemake
@@ -50,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     pin.add_argument("--manifests", help="folder of the fetch manifests (default: <paths.results>/<name>/checkpoints)")
     pin.add_argument("--require-all", action="store_true", help="exit 1 if some Hub checkpoint is not fetched yet")
     pin.set_defaults(func=_pin)
+    ver = sub.add_parser("verify", help="check every artifact's provenance sidecar against the files on disk")
+    ver.add_argument("results", help="a config's results folder, e.g. results/default")
+    ver.set_defaults(func=_verify)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

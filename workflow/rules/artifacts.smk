@@ -7,6 +7,7 @@ rule render_figure:
         unpack(figure_inputs),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+        provenance=f"{RESULTS}/figures/{{figure}}.provenance.json",
         png=report(
             f"{RESULTS}/figures/{{figure}}.png",
             caption="../report/artifact.rst",
@@ -35,6 +36,7 @@ rule render_table:
             labels={"artifact": "{table}"},
         ),
         md=f"{RESULTS}/tables/{{table}}.md",
+        provenance=f"{RESULTS}/tables/{{table}}.provenance.json",
     log:
         f"{RESULTS}/logs/render_table/{{table}}.log",
     conda:

@@ -212,7 +212,10 @@ def suite_caption(suite):
 
 def artifact_paths(name):
     folder = "figures" if ARTIFACTS[name].kind == "figure" else "tables"
-    return [f"{RESULTS}/{folder}/{name}.{ext}" for ext in outputs(name)]
+    return [
+        f"{RESULTS}/{folder}/{name}.{ext}"
+        for ext in (*outputs(name), "provenance.json")
+    ]
 
 
 def all_artifact_outputs():

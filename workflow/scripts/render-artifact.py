@@ -1,10 +1,15 @@
+from pathlib import Path
+
 from offprincipal.jobs import setup_job
+from offprincipal.provenance import build_record, write_sidecar
 from offprincipal.render import render_artifact
 
 setup_job(snakemake.log[0])
-render_artifact(
-    snakemake.wildcards.get("figure") or snakemake.wildcards.get("table"),
-    {name: list(files) for name, files in snakemake.input.items()},
-    list(snakemake.output),
-    **snakemake.params.artifact,
-)
+name = snakemake.wildcards.get("figure") or snakemake.wildcards.get("table")
+inputs = {key: list(files) for key, files in snakemake.input.items()}
+outputs = [path for key, path in snakemake.output.items() if key != "provenance"]
+render_artifact(name, inputs, outputs, **snakemake.params.artifact)
+# the sidecar lies in {results}/{figures,tables}/, so the results folder is its grandparent
+sidecar = Path(snakemake.output.provenance)
+record = build_record(name, inputs, outputs, snakemake.params.artifact, results=sidecar.parent.parent)
+write_sidecar(sidecar, record)
