@@ -9,11 +9,14 @@ different inputs. ``needs`` names the per-pair files the workflow must provide:
 * ``masks``    — ``pairs/{pair}/masks.npz``
 * ``spectra``  — the base and fine-tuned SVD caches of each pair
 * ``jaccard``  — ``crossrun/{artifact}.csv`` over the artifact's pairs (one Jaccard per run pair)
-* ``manifests`` — the base and fine-tuned checkpoint manifests (e.g. an intervention record)
 * ``runlog``   — the training run directory of each pair's fine-tuned checkpoint (``metrics.jsonl``)
 * ``eval``     — the evaluation of each pair's base and fine-tuned checkpoint on the artifact's
   ``suite`` (``eval/{suite}/{ckpt}.json``) and the paired comparisons of its contrasts
   (``eval/paired/{artifact}.csv``; :func:`evaluation_contrasts`)
+
+Every artifact also reads the base and fine-tuned checkpoint manifests of its pairs
+(``checkpoints/{ckpt}.json``): its provenance sidecar records them, and some renderers read
+them too (an intervention record, a run's step).
 
 The artifacts after Fig. 18 in this table need training runs, so only configs with a toy
 world (or, later, verl runs) render them.
@@ -134,7 +137,7 @@ ARTIFACTS: dict[str, Artifact] = {
     ),
     "fig3": Artifact(
         "figure",
-        ("masks", "updates", "manifests"),
+        ("masks", "updates"),
         "Fig. 3 — where updates land over training: row and column update ratios",
         "For a chosen matrix, the share of updated entries in each row (output unit) and each column "
         "(input feature) at successive checkpoints of one run, against the base; rows and columns that "
@@ -142,13 +145,13 @@ ARTIFACTS: dict[str, Artifact] = {
     ),
     "fig14": Artifact(
         "figure",
-        ("masks", "updates", "manifests"),
+        ("masks", "updates"),
         "Fig. 14 — row and column update ratios over training (more matrices)",
         "As Fig. 3, for further matrices of the same run.",
     ),
     "fig6": Artifact(
         "figure",
-        ("masks", "manifests"),
+        ("masks"),
         "Fig. 6 — scrambling the base's geometry removes the update bias",
         "Per decoder block, overlap (Jaccard) of update masks: a reference RL run against an independent "
         "run from the same base (the consistency level), and against a run from a function-preserving "
@@ -196,14 +199,14 @@ ARTIFACTS: dict[str, Artifact] = {
     ),
     "table4": Artifact(
         "table",
-        ("eval", "updates", "runlog", "manifests"),
+        ("eval", "updates", "runlog"),
         "Table 4 — sparse RL with fixed masks: held-out accuracy",
         "Held-out pass@1 (avg@k) of the final checkpoints of dense RL and of RL restricted to each mask, "
         "with the share of parameters each mask leaves trainable and the run's update sparsity.",
     ),
     "table5": Artifact(
         "table",
-        ("eval", "updates", "runlog", "manifests"),
+        ("eval", "updates", "runlog"),
         "Table 5 — sparse RL with fixed masks: accuracy at an intermediate step",
         "As Table 4, at an intermediate checkpoint of the same runs.",
     ),
@@ -259,9 +262,6 @@ def artifact_inputs(
         inputs["ft_spectra"] = per_checkpoint("spectra", ".safetensors", finetuned)
     if "jaccard" in needs:
         inputs["jaccard"] = [f"{results}/crossrun/{name}.csv"]
-    if "manifests" in needs:
-        inputs["base_manifests"] = per_checkpoint("checkpoints", ".json", base)
-        inputs["ft_manifests"] = per_checkpoint("checkpoints", ".json", finetuned)
     if "runlog" in needs:
         inputs["runs"] = [f"{results}/runs/{_run_of(name, c, checkpoints)}" for c in finetuned]
     if "eval" in needs:
@@ -269,6 +269,10 @@ def artifact_inputs(
         inputs["base_eval"] = per_checkpoint(f"eval/{suite}", ".json", base)
         inputs["ft_eval"] = per_checkpoint(f"eval/{suite}", ".json", finetuned)
         inputs["paired"] = [f"{results}/eval/paired/{name}.csv"]
+    # every artifact's provenance sidecar records its checkpoints' manifests, so each render job
+    # declares them (a training-log figure would otherwise race its run's final checkpoint)
+    inputs["base_manifests"] = per_checkpoint("checkpoints", ".json", base)
+    inputs["ft_manifests"] = per_checkpoint("checkpoints", ".json", finetuned)
     return inputs
 
 

@@ -29,6 +29,8 @@ from offprincipal.io import write_json
 #: distributions whose versions every sidecar records ("not installed" where absent)
 PACKAGES = ("torch", "transformers", "safetensors", "verl", "vllm", "lm-eval", "snakemake")
 SUFFIX = ".provenance.json"
+#: input keys under which the render rules declare the checkpoint manifests a sidecar records
+MANIFEST_KEYS = ("base_manifests", "ft_manifests")
 SCHEMA = 1
 _PROJECT = Path(__file__).resolve().parents[1]
 #: manifest fields that identify a checkpoint (the rest -- sizes, mtimes, paths -- are local facts)
@@ -144,20 +146,32 @@ def build_record(
     results: str | os.PathLike,
 ) -> dict[str, object]:
     """The sidecar content for ``artifact`` rendered from ``inputs`` to ``outputs`` with the render
-    ``params`` (spec, pairs, runs, metrics, ...); checkpoint manifests are read from
-    ``results/checkpoints/{ckpt}.json`` for every base and fine-tuned checkpoint of its pairs."""
+    ``params`` (spec, pairs, runs, metrics, ...). The manifests of every base and fine-tuned
+    checkpoint of its pairs must be among the declared inputs (``base_manifests`` and
+    ``ft_manifests``, as :func:`offprincipal.artifacts.artifact_inputs` gives them): only a declared
+    input is sure to exist when the render job runs, e.g. a training-log figure would otherwise
+    race the job that writes its run's final checkpoint. Their hashes go into the checkpoint
+    records, not again into ``inputs``."""
     root = Path(results)
+    declared = {Path(f).absolute() for key in MANIFEST_KEYS for f in inputs.get(key, [])}
     ckpts = sorted({c for p in params["pairs"].values() for c in (p["base"], p["finetuned"])})
+    records = {}
+    for c in ckpts:
+        manifest = (root / "checkpoints" / f"{c}.json").absolute()
+        if manifest not in declared:
+            raise ProvenanceError(f"{artifact}: the manifest {manifest} of checkpoint '{c}' is not among the "
+                                  f"render job's declared inputs ({', '.join(MANIFEST_KEYS)})")
+        records[c] = checkpoint_record(c, manifest, root)
     return {
         "schema": SCHEMA,
         "artifact": artifact,
         "outputs": sorted(_rel(o, root) for o in outputs),
-        "checkpoints": {c: checkpoint_record(c, root / "checkpoints" / f"{c}.json", root) for c in ckpts},
+        "checkpoints": records,
         "config": json.loads(json.dumps(dict(params), sort_keys=True, default=str)),
         "versions": package_versions(),
         "git": git_state(),
         "inputs": {key: [{"path": _rel(f, root), **hash_input(f)} for f in files]
-                   for key, files in sorted(inputs.items())},
+                   for key, files in sorted(inputs.items()) if key not in MANIFEST_KEYS},
     }
 
 

@@ -28,10 +28,20 @@ def test_paths_are_keyed_by_input_and_ordered_like_the_pairs():
     }
     fig4 = artifact_inputs("fig4", {"pairs": ["a"]}, pairs=PAIRS, checkpoints=CHECKPOINTS, results="res/x")
     assert fig4["base_spectra"] == ["res/x/spectra/b0.safetensors"]
-    assert list(fig4) == ["geometry", "angles", "base_spectra", "ft_spectra"]
+    assert list(fig4) == ["geometry", "angles", "base_spectra", "ft_spectra", "base_manifests", "ft_manifests"]
     assert artifact_inputs("fig12", {"pairs": ["a", "c"]}, pairs=PAIRS, checkpoints={}, results="r") == {
-        "jaccard": ["r/crossrun/fig12.csv"]
+        "jaccard": ["r/crossrun/fig12.csv"],
+        "base_manifests": ["r/checkpoints/b0.json", "r/checkpoints/b0.json"],
+        "ft_manifests": ["r/checkpoints/r1_final.json", "r/checkpoints/r2_s5.json"],
     }
+
+
+def test_a_training_log_figure_waits_for_its_checkpoints_manifests():
+    # fig15 reads only run logs, but its sidecar records the pairs' checkpoints: the render job
+    # must declare their manifests, or it races the job that saves the run's final checkpoint
+    got = artifact_inputs("fig15", {"pairs": ["a"]}, pairs=PAIRS, checkpoints=CHECKPOINTS, results="r")
+    assert got == {"runs": ["r/runs/r1"], "base_manifests": ["r/checkpoints/b0.json"],
+                   "ft_manifests": ["r/checkpoints/r1_final.json"]}
 
 
 def test_training_log_of_a_checkpoint_no_run_saved_is_refused():

@@ -42,7 +42,9 @@ def world(tmp_path):
     out.parent.mkdir()
     out.write_bytes(b"%PDF")
     (res / "figures" / "fig9.png").write_bytes(b"png")
-    inputs = {"updates": [str(pair / "updates.csv")], "runs": [str(run)]}
+    inputs = {"updates": [str(pair / "updates.csv")], "runs": [str(run)],
+              "base_manifests": [str(res / "checkpoints" / "base.json")],
+              "ft_manifests": [str(res / "checkpoints" / "ft.json")]}
     params = {"spec": {"pairs": ["base__ft"], "suite": "toy"}, "pairs": {"base__ft": {"base": "base", "finetuned": "ft"}},
               "metrics": dict(METRICS), "config_name": "t", "synthetic": True}
     outputs = [str(out), str(res / "figures" / "fig9.png")]
@@ -143,8 +145,8 @@ def test_verify_passes_fresh_and_names_tampered(world, capsys, tmp_path):
     _, inputs, outputs, params = world
     (res / "tables").mkdir()
     (res / "tables" / "table1.csv").write_text("x\n")
-    rec = provenance.build_record("table1", {"runs": inputs["runs"]}, [str(res / "tables" / "table1.csv")], params,
-                                  results=res)
+    table_inputs = {k: inputs[k] for k in ("runs", "base_manifests", "ft_manifests")}
+    rec = provenance.build_record("table1", table_inputs, [str(res / "tables" / "table1.csv")], params, results=res)
     provenance.write_sidecar(res / "tables" / "table1.provenance.json", rec)
     assert provenance.verify(res) == {"fig9": [], "table1": []}
     assert cli_main(["verify", str(res)]) == 0
@@ -176,3 +178,17 @@ def test_verify_without_sidecars_fails(tmp_path):
 
 def test_sidecar_path():
     assert str(provenance.sidecar_path("r/figures/fig4.pdf")) == "r/figures/fig4.provenance.json"
+
+
+def test_a_checkpoint_manifest_the_render_job_did_not_declare_is_refused(world):
+    res, inputs, outputs, params = world
+    undeclared = {k: v for k, v in inputs.items() if k != "ft_manifests"}
+    with pytest.raises(provenance.ProvenanceError, match=r"fig9: the manifest .*ft\.json of checkpoint 'ft' is not among"):
+        provenance.build_record("fig9", undeclared, outputs, params, results=res)
+
+
+def test_manifests_are_recorded_once_as_checkpoints_not_again_as_inputs(world):
+    res, inputs, outputs, params = world
+    rec = provenance.build_record("fig9", inputs, outputs, params, results=res)
+    assert set(rec["inputs"]) == {"updates", "runs"}
+    assert rec["checkpoints"]["ft"]["manifest"]["path"] == "checkpoints/ft.json"
