@@ -81,3 +81,29 @@ def test_layer_summary_averages_matrices_of_a_layer():
     expect = np.mean([float(curves[n]["left_deg"].mean()) for n in names0])
     np.testing.assert_allclose(out[0]["left_deg_mean"], expect)
     np.testing.assert_allclose(out[1]["right_deg_max"], float(curves["model.layers.1.mlp.up_proj.weight"]["right_deg"].max()))
+
+
+def test_rotation_tables_read_spectra_caches(tmp_path):
+    from safetensors.torch import save_file
+
+    from offprincipal.metrics.rotation import rotation_tables
+
+    rng = np.random.default_rng(5)
+    names = ["model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.o_proj.weight"]
+    cache = {}
+    for side in ("base", "ft"):
+        d = {}
+        for n in names:
+            u, s, vt = np.linalg.svd(rng.standard_normal((8, 6)), full_matrices=False)
+            cache[side, n] = (u, s, vt.T)
+            d.update({f"{n}::S": torch.from_numpy(s), f"{n}::U": torch.from_numpy(u[:, :5].copy()), f"{n}::V": torch.from_numpy(vt.T[:, :5].copy())})
+        save_file(d, str(tmp_path / f"{side}.safetensors"))
+    curve, layers = rotation_tables(tmp_path / "base.safetensors", tmp_path / "ft.safetensors", window=2)
+    assert len(curve) == 2 * 5 and sorted(layers["layer"]) == [0, 1]
+    n = names[1]
+    (u0, s0, v0), (u1, s1, v1) = cache["base", n], cache["ft", n]
+    row = curve[(curve.tensor == n) & (curve["index"] == 3)].iloc[0]
+    np.testing.assert_allclose(row.left_deg, np.rad2deg(np.arccos(min(1, abs(u0[:, 3] @ u1[:, 3])))), atol=1e-6)
+    np.testing.assert_allclose(row.rel_sv_change, (s1[3] - s0[3]) / s0[3])
+    np.testing.assert_allclose(row.right_window_deg, np.rad2deg(scipy.linalg.subspace_angles(v0[:, 3:5], v1[:, 3:5]).max()), atol=1e-6)
+    assert np.isnan(curve[(curve.tensor == n) & (curve["index"] == 4)].iloc[0].left_window_deg)

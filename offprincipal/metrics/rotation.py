@@ -88,3 +88,37 @@ def layer_summary(curves: dict[str, dict[str, torch.Tensor]], layer_of) -> dict[
         if layer is not None:
             groups.setdefault(layer, []).append(summarize(curve))
     return {layer: {key: sum(s[key] for s in rows) / len(rows) for key in rows[0]} for layer, rows in sorted(groups.items())}
+
+
+def rotation_tables(base_spectra, ft_spectra, *, window: int = 4):
+    """Per-index and per-layer rotation tables of every matrix the two spectra caches share
+    (``analysis.compute_spectra`` outputs, ``NAME::S/U/V``), so no SVD is recomputed.
+
+    Returns ``(curve, layers)`` DataFrames: ``curve`` has one row per (tensor, index) with
+    ``left_deg``, ``right_deg``, ``rel_sv_change`` and the window angles of the window
+    starting there (NaN where no full window starts); ``layers`` has the per-layer means of
+    the per-matrix summaries. Matrices flagged in either cache (inf/NaN, failed SVD) are left
+    out; a matrix missing from one cache is an error naming it."""
+    import pandas as pd
+
+    from offprincipal.analysis import SpectraFile
+    from offprincipal.checkpoints.naming import classify
+
+    a, b = SpectraFile(base_spectra), SpectraFile(ft_spectra)
+    missing = sorted(set(a.names) ^ set(b.names))
+    if missing:
+        raise KeyError(f"spectra caches {a.path} and {b.path} differ in matrices, e.g. {missing[:3]}")
+    rows, curves = [], {}
+    for name in a.names:
+        if name in a.flagged or name in b.flagged:
+            continue
+        c = rotation_curve(Spectrum(*a.get(name)), Spectrum(*b.get(name)), window=window)
+        curves[name] = c
+        k = c["left_deg"].numel()
+        pad = lambda t: torch.cat([t, torch.full((k - t.numel(),), float("nan"), dtype=torch.float64)])  # noqa: E731
+        cols = {key: (pad(v) if "window" in key else v).tolist() for key, v in c.items()}
+        layer = classify(name).layer
+        rows += [{"tensor": name, "layer": layer, "index": i, **{key: cols[key][i] for key in cols}} for i in range(k)]
+    per_layer = layer_summary(curves, lambda n: classify(n).layer)
+    layers = pd.DataFrame([{"layer": layer, **s} for layer, s in per_layer.items()])
+    return pd.DataFrame(rows), layers
