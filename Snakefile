@@ -25,6 +25,7 @@ include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/training_common.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/restoration.smk"
 include: "workflow/rules/artifacts.smk"
 include: "workflow/rules/compare.smk"
 

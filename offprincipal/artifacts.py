@@ -9,10 +9,14 @@ different inputs. ``needs`` names the per-pair files the workflow must provide:
 * ``masks``    — ``pairs/{pair}/masks.npz``
 * ``spectra``  — the base and fine-tuned SVD caches of each pair
 * ``jaccard``  — ``crossrun/{artifact}.csv`` over the artifact's pairs (one Jaccard per run pair)
+* ``rotation`` — ``pairs/{pair}/rotation.csv`` and ``rotation_layers.csv`` (per-index singular-vector
+  rotation, :mod:`offprincipal.metrics.rotation`, from the two spectra caches)
 * ``runlog``   — the training run directory of each pair's fine-tuned checkpoint (``metrics.jsonl``)
 * ``eval``     — the evaluation of each pair's base and fine-tuned checkpoint on the artifact's
   ``suite`` (``eval/{suite}/{ckpt}.json``) and the paired comparisons of its contrasts
-  (``eval/paired/{artifact}.csv``; :func:`evaluation_contrasts`)
+  (``eval/paired/{artifact}.csv``; :func:`evaluation_contrasts`); an artifact with an
+  ``ood_suite`` (:data:`OOD_ARTIFACTS`) reads the same for that out-of-distribution suite
+  (``eval/{ood_suite}/{ckpt}.json``, ``eval/paired/{artifact}.ood.csv``)
 
 Every artifact also reads the base and fine-tuned checkpoint manifests of its pairs
 (``checkpoints/{ckpt}.json``): its provenance sidecar records them, and some renderers read
@@ -219,6 +223,9 @@ ARTIFACTS: dict[str, Artifact] = {
     ),
 }
 
+#: artifacts that contrast in- and out-of-distribution accuracy: they need an ``ood_suite``
+OOD_ARTIFACTS = ("restore_topk", "restore_layers", "rotation_profile", "sft_then_rl")
+
 
 #: artifacts that need only checkpoints (the foundation's set); the rest need training runs
 CHECKPOINT_ONLY = ("table1", "table2", "fig1c", "fig2", "fig4", "fig5", "fig7", "fig8", "fig12", "fig13", "fig16", "fig17", "fig18")
@@ -269,6 +276,14 @@ def artifact_inputs(
         inputs["base_eval"] = per_checkpoint(f"eval/{suite}", ".json", base)
         inputs["ft_eval"] = per_checkpoint(f"eval/{suite}", ".json", finetuned)
         inputs["paired"] = [f"{results}/eval/paired/{name}.csv"]
+        if spec.get("ood_suite"):
+            ood = spec["ood_suite"]
+            inputs["base_eval_ood"] = per_checkpoint(f"eval/{ood}", ".json", base)
+            inputs["ft_eval_ood"] = per_checkpoint(f"eval/{ood}", ".json", finetuned)
+            inputs["paired_ood"] = [f"{results}/eval/paired/{name}.ood.csv"]
+    if "rotation" in needs:
+        inputs["rotation"] = per_pair("rotation.csv")
+        inputs["rotation_layers"] = per_pair("rotation_layers.csv")
     # every artifact's provenance sidecar records its checkpoints' manifests, so each render job
     # declares them (a training-log figure would otherwise race its run's final checkpoint)
     inputs["base_manifests"] = per_checkpoint("checkpoints", ".json", base)

@@ -81,6 +81,8 @@ def check_references(config: dict) -> None:
         elif ck["source"] == "intervened":
             if ck["from"] not in checkpoints:
                 raise _invalid(f"checkpoints.{cid}.from", f"unknown checkpoint '{ck['from']}'")
+        elif ck["source"] == "restored":
+            _check_restored(checkpoints, cid, ck)
         elif ck["source"] == "toy_base":
             if "toy" not in config:
                 raise _invalid(f"checkpoints.{cid}", "a toy_base checkpoint needs the 'toy' section")
@@ -165,6 +167,19 @@ def _check_run(config: dict, rid: str, run: dict) -> None:
         raise _invalid(f"runs.{rid}.data", f"the trl backend trains on toy tasks only; '{run['data']}' is a Hub dataset (use backend: verl)")
 
 
+def _check_restored(checkpoints: dict, cid: str, ck: dict) -> None:
+    for side in ("base", "finetuned"):
+        if ck[side] not in checkpoints:
+            raise _invalid(f"checkpoints.{cid}.{side}", f"unknown checkpoint '{ck[side]}'")
+        if ck[side] == cid:
+            raise _invalid(f"checkpoints.{cid}.{side}", "a restored checkpoint cannot be its own parent")
+    if ck["base"] == ck["finetuned"]:
+        raise _invalid(f"checkpoints.{cid}", "base and finetuned are the same checkpoint")
+    if ("top_p" in ck) == ("layers" in ck):
+        raise _invalid(f"checkpoints.{cid}", "a restored checkpoint needs exactly one of 'top_p' (fraction of singular "
+                                             "directions) or 'layers' (first, middle or last quarter)")
+
+
 def _check_run_checkpoint(config: dict, cid: str, ck: dict) -> None:
     run = config.get("runs", {}).get(ck["run"])
     if run is None:
@@ -195,11 +210,11 @@ def _check_evaluations(config: dict) -> None:
 
 
 def _check_artifact_evaluation(config: dict, aid: str, art: dict) -> None:
-    from offprincipal.artifacts import ARTIFACTS
+    from offprincipal.artifacts import ARTIFACTS, OOD_ARTIFACTS
 
     suites = config.get("evaluations", {}).get("suites", {})
     reads_eval = aid in ARTIFACTS and "eval" in ARTIFACTS[aid].needs
-    for key in ("suite", "reference", "contrasts"):
+    for key in ("suite", "ood_suite", "reference", "contrasts"):
         if key in art and not reads_eval:
             raise _invalid(f"artifacts.{aid}.{key}", f"artifact '{aid}' reads no evaluation")
     if not reads_eval:
@@ -208,6 +223,11 @@ def _check_artifact_evaluation(config: dict, aid: str, art: dict) -> None:
         raise _invalid(f"artifacts.{aid}", f"artifact '{aid}' reads evaluations: name the suite ('suite: <id>')")
     if art["suite"] not in suites:
         raise _invalid(f"artifacts.{aid}.suite", f"unknown suite '{art['suite']}' (define it under evaluations.suites)")
+    if "ood_suite" in art and art["ood_suite"] not in suites:
+        raise _invalid(f"artifacts.{aid}.ood_suite", f"unknown suite '{art['ood_suite']}' (define it under evaluations.suites)")
+    if aid in OOD_ARTIFACTS and "ood_suite" not in art:
+        raise _invalid(f"artifacts.{aid}", f"artifact '{aid}' contrasts in- and out-of-distribution accuracy: name the "
+                                           "out-of-distribution suite ('ood_suite: <id>')")
     if "reference" in art and art["reference"] not in art["pairs"]:
         raise _invalid(f"artifacts.{aid}.reference", f"'{art['reference']}' is not one of the artifact's pairs")
     for i, contrast in enumerate(art.get("contrasts", [])):

@@ -10,7 +10,9 @@ computed in fp64 and cast to bf16 (fp64 → fp32 → bf16, round-to-nearest-even
 ``p = 0`` copies the fine-tune's tensor bitwise (no re-forming); ``p = 1`` gives
 ``U_b S_f V_bᵀ``. A singular pair is defined up to a joint sign flip (u_i, v_i) → (−u_i, −v_i);
 each term ``u_i s_i v_iᵀ`` is invariant to it, and each side's u_i is always paired with the
-same side's v_i, so the sign LAPACK picks is harmless.
+same side's v_i, so the sign LAPACK picks is harmless. For 0 < p < 1, W' is not itself in SVD
+form (the base's top directions need not be orthogonal to the fine-tune's lower ones), so the SVD
+of W' keeps the base's directions cleanly only well above index r; near r the two parts mix.
 
 Layer-group mode restores every index (p = 1) of the matrices in the first, middle or last
 quarter of the decoder layers (layer numbers from ``offprincipal.checkpoints.naming``);
@@ -150,3 +152,32 @@ def restore_checkpoint(
         }
         write_json(tmp / RECORD_NAME, rec)
     return rec
+
+
+def build_restored(name: str, base_manifest, ft_manifest, out_dir, manifest, *, top_p: float | None = None,
+                   layers: str | None = None) -> dict:
+    """The workflow's restored checkpoint ``name``: restore the fine-tune a manifest names
+    towards the base another names, into ``out_dir``, and write its manifest (the recipe and
+    both parents) atomically after the checkpoint."""
+    import json
+
+    parents = {}
+    for side, path in (("base", base_manifest), ("finetuned", ft_manifest)):
+        m = json.loads(Path(path).read_text())
+        if not m.get("path"):
+            raise ValueError(f"restored checkpoint '{name}': {side} manifest {path} names no local 'path'")
+        parents[side] = m
+    rec = restore_checkpoint(parents["base"]["path"], parents["finetuned"]["path"], out_dir, top_p=top_p, layers=layers)
+    out = {
+        "name": name,
+        "source": "restored",
+        "base": parents["base"].get("name", Path(base_manifest).stem),
+        "finetuned": parents["finetuned"].get("name", Path(ft_manifest).stem),
+        "path": str(Path(out_dir).resolve()),
+        "restoration_record": str(Path(out_dir).resolve() / RECORD_NAME),
+        "recipe": {"mode": rec["mode"], "top_p": rec["top_p"], "layers": rec["layers"], "layer_ids": rec["layer_ids"]},
+        "formula": rec["formula"],
+        "restored_tensors": len(rec["restored"]),
+    }
+    write_json(manifest, out)
+    return out

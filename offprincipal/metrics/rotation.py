@@ -122,3 +122,14 @@ def rotation_tables(base_spectra, ft_spectra, *, window: int = 4):
     per_layer = layer_summary(curves, lambda n: classify(n).layer)
     layers = pd.DataFrame([{"layer": layer, **s} for layer, s in per_layer.items()])
     return pd.DataFrame(rows), layers
+
+
+def write_rotation_tables(base_spectra, ft_spectra, *, curve_csv, layers_csv, window: int = 4) -> None:
+    """:func:`rotation_tables` written atomically as two CSVs (the pair_rotation rule)."""
+    from offprincipal.io import write_table
+
+    curve, layers = rotation_tables(base_spectra, ft_spectra, window=window)
+    if curve.empty:
+        raise ValueError(f"spectra caches {base_spectra} and {ft_spectra}: no matrix has a finite spectrum on both sides")
+    write_table(curve, curve_csv)
+    write_table(layers, layers_csv)

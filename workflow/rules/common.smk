@@ -53,6 +53,7 @@ wildcard_constraints:
     syn_ckpt=ids_regex(checkpoints_from("synthetic")),
     toy_ckpt=ids_regex(checkpoints_from("toy_base")),
     int_ckpt=ids_regex(checkpoints_from("intervened")),
+    rst_ckpt=ids_regex(checkpoints_from("restored")),
     run_ckpt=ids_regex(checkpoints_from("run")),
     run=ids_regex(RUNS),
     ckpt=ids_regex(CHECKPOINTS),
@@ -83,6 +84,16 @@ def synthetic_parent_manifest(wildcards):
 
 def intervened_parent_manifest(wildcards):
     return manifest(CHECKPOINTS[wildcards.int_ckpt]["from"])
+
+
+def restored_parent_manifests(wildcards):
+    spec = CHECKPOINTS[wildcards.rst_ckpt]
+    return {"base": manifest(spec["base"]), "finetuned": manifest(spec["finetuned"])}
+
+
+def restored_recipe(wildcards):
+    spec = CHECKPOINTS[wildcards.rst_ckpt]
+    return {k: spec[k] for k in ("top_p", "layers") if k in spec}
 
 
 def intervention_list(wildcards):
@@ -302,6 +313,12 @@ def contrasts_of(wildcards):
 
 def paired_results(wildcards):
     suite = ARTIFACT_SPECS[wildcards.evaluated]["suite"]
+    ckpts = dict.fromkeys(c for contrast in contrasts_of(wildcards) for c in contrast)
+    return {c: eval_result(suite, c) for c in ckpts}
+
+
+def paired_results_ood(wildcards):
+    suite = ARTIFACT_SPECS[wildcards.evaluated]["ood_suite"]
     ckpts = dict.fromkeys(c for contrast in contrasts_of(wildcards) for c in contrast)
     return {c: eval_result(suite, c) for c in ckpts}
 

@@ -39,3 +39,19 @@ rule paired_evaluations:
         contrasts=contrasts_of,
     script:
         "../scripts/paired-evaluations.py"
+
+
+# the same comparisons on an artifact's out-of-distribution suite (artifacts.<name>.ood_suite)
+rule paired_evaluations_ood:
+    input:
+        unpack(paired_results_ood),
+    output:
+        f"{RESULTS}/eval/paired/{{evaluated}}.ood.csv",
+    log:
+        f"{RESULTS}/logs/paired_evaluations_ood/{{evaluated}}.log",
+    conda:
+        "../../envs/offprincipal.yaml"
+    params:
+        contrasts=contrasts_of,
+    script:
+        "../scripts/paired-evaluations.py"
