@@ -17,7 +17,10 @@ of W' keeps the base's directions cleanly only well above index r; near r the tw
 Layer-group mode restores every index (p = 1) of the matrices in the first, middle or last
 quarter of the decoder layers (layer numbers from ``offprincipal.checkpoints.naming``);
 quarter boundaries are ``ceil(L/4)`` layers: first = [0, q), last = [L−q, L), middle = the q
-layers centred in the stack. Non-matrix tensors and unchosen matrices are copied bitwise.
+layers centred in the stack. Only the decoder layers' 2-D matrices are restored (attention and
+MLP projections, experts, routers); embeddings, ``lm_head``, norms, biases and unchosen matrices
+are copied bitwise -- so a fine-tune that unties ``lm_head`` from a tied base (DeepSeek-R1-
+Distill-Qwen-1.5B from Qwen2.5-Math-1.5B) can be restored, its ``lm_head`` kept.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def restore_checkpoint(
 
     def chosen(key: str, t: torch.Tensor) -> bool:
         info = infos[key]
-        if not info.is_matrix or t.ndim != 2 or p == 0.0:
+        if not info.is_matrix or info.layer is None or t.ndim != 2 or p == 0.0:
             return False
         return chosen_layers is None or info.layer in chosen_layers
 

@@ -121,8 +121,8 @@ def test_top_p_checkpoint_loads_and_matches_numpy(pair, tmp_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 100)
     got, tb, tf = _tensors(out), _tensors(b), _tensors(f)
-    mats = {k for k, t in tf.items() if t.ndim == 2}
-    assert set(rec["restored"]) == mats
+    mats = {k for k, t in tf.items() if t.ndim == 2 and ".layers." in k}
+    assert set(rec["restored"]) == mats and "lm_head.weight" in tf  # embeddings, lm_head kept
     for k, t in tf.items():
         if k in mats:
             ref = _np_restore(tb[k].double().numpy(), t.double().numpy(), 0.25)
@@ -130,7 +130,7 @@ def test_top_p_checkpoint_loads_and_matches_numpy(pair, tmp_path):
             assert got[k].dtype == torch.bfloat16
             assert float((got[k].float() - exp.float()).abs().max()) <= float(exp.float().abs().max()) * 2**-8, k
         else:
-            assert torch.equal(got[k], t), k  # norms copied bitwise
+            assert torch.equal(got[k], t), k  # norms, embeddings and lm_head copied bitwise
 
 
 def test_layer_group_checkpoint(pair, tmp_path):
@@ -163,6 +163,13 @@ def test_missing_base_tensor_names_it(pair, tmp_path):
     # a base lacking one chosen matrix: the error names the tensor, no output appears
     from safetensors.torch import save_file
 
+    # a base without the fine-tune's untied lm_head (a tied base) is fine: lm_head is kept
+    tied = tmp_path / "tied"
+    tied.mkdir()
+    save_file({k: v for k, v in _tensors(b).items() if k != "lm_head.weight"}, str(tied / "model.safetensors"))
+    rec = restore_checkpoint(tied, f, tmp_path / "w", top_p=0.5)
+    assert "lm_head.weight" not in rec["restored"]
+    assert torch.equal(_tensors(tmp_path / "w")["lm_head.weight"], _tensors(f)["lm_head.weight"])
     partial = tmp_path / "partial"
     partial.mkdir()
     tb = _tensors(b)

@@ -143,3 +143,27 @@ def test_rotation_tables_through_the_rule(built):
     top = rst[(rst.tensor == name) & (rst["index"] < 3)]
     assert rows.loc[0, "left_window_deg"] > 45
     assert (top.left_deg < 3).all() and float(top.left_window_deg.iloc[0]) < 5
+
+
+def test_paper_config_plans_the_restorations(tmp_path):
+    """Section 4 of the plan: four restored Table 1 SFT checkpoints, each built by the restore
+    rule from its two fetched parents and evaluated on the four benchmarks."""
+    from offprincipal.config import load
+
+    config = load(REPO / "config" / "paper.yaml")
+    restored = {c: s for c, s in config["checkpoints"].items() if s["source"] == "restored"}
+    assert {(s["finetuned"], s["base"], s.get("top_p"), s.get("layers")) for s in restored.values()} == {
+        ("ds_r1_distill_qwen_1p5b", "qwen2p5_math_1p5b", 0.2, None),
+        ("ds_r1_distill_qwen_1p5b", "qwen2p5_math_1p5b", None, "first"),
+        ("klear_reasoner_8b_sft", "qwen3_8b_base", 0.2, None),
+        ("klear_reasoner_8b_sft", "qwen3_8b_base", None, "first"),
+    }
+    evaluated = {c for ckpts in config["evaluations"]["checkpoints"].values() for c in ckpts}
+    assert set(restored) <= evaluated
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile=config/paper.yaml", "results/paper/eval/math/ds_r1_distill_qwen_1p5b_restore_top20.json"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "restore_checkpoint" in out and out.count("fetch_checkpoint") >= 1
+    assert "checkpoints/qwen2p5_math_1p5b.json" in out and "checkpoints/ds_r1_distill_qwen_1p5b.json" in out
