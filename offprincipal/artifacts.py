@@ -221,6 +221,41 @@ ARTIFACTS: dict[str, Artifact] = {
         "Update sparsity of the same RL run at several learning rates: with larger steps more sub-ULP "
         "updates cross the bf16 realization threshold and the apparent sparsity falls.",
     ),
+    "restore_topk": Artifact(
+        "figure",
+        ("eval",),
+        "UV restoration by singular-value rank: ID and OOD accuracy (arXiv 2508.16546)",
+        "Jin et al., 'RL Is Neither a Panacea Nor a Mirage'. An SFT checkpoint with the base's left and right singular vectors put back for the top-p fraction of "
+        "each matrix's singular values, keeping the SFT singular values (W' = U_b S_f V_b^T on the top "
+        "ceil(p*min(m,n)) indices, the SFT's own triplets below; cast to bf16): pass@1 on the SFT task's "
+        "held-out problems (in-distribution) and on other task families (out-of-distribution) against p, "
+        "beside the base (dashed) and the SFT checkpoint (p = 0). Each restored checkpoint's difference from the "
+        "SFT checkpoint is paired over problems; 'recovered' is (restored - SFT) / (base - SFT).",
+    ),
+    "restore_layers": Artifact(
+        "figure",
+        ("eval",),
+        "UV restoration by layer group: ID and OOD accuracy (arXiv 2508.16546)",
+        "As restore_topk, restoring every singular direction of the matrices of the first, middle or last quarter "
+        "of the decoder layers only.",
+    ),
+    "rotation_profile": Artifact(
+        "figure",
+        ("rotation", "eval"),
+        "Singular-vector rotation of SFT and SFT-then-RL checkpoints (arXiv 2508.16546)",
+        "Per singular-value index i: the angle between the base's and the fine-tune's i-th left (U) and right (V) "
+        "singular vectors (sign-invariant), averaged over matrices, beside the largest principal angle of the "
+        "window of indices [i, i+w) (immune to swaps of near-degenerate pairs) and the relative singular-value "
+        "change; per layer: the mean angle; right: in- and out-of-distribution pass@1 of each fine-tune and base.",
+    ),
+    "sft_then_rl": Artifact(
+        "figure",
+        ("eval",),
+        "SFT length sweep, then RL: OOD accuracy RL recovers (arXiv 2508.16546)",
+        "SFT checkpoints of one run at increasing step counts, and an RL run from each: in- and "
+        "out-of-distribution pass@1 of the base, each SFT checkpoint and its RL continuation against SFT length; "
+        "RL's gain over its SFT start is paired over problems.",
+    ),
 }
 
 #: artifacts that contrast in- and out-of-distribution accuracy: they need an ``ood_suite``

@@ -167,3 +167,34 @@ def test_paper_config_plans_the_restorations(tmp_path):
     assert result.returncode == 0, out[-3000:]
     assert "restore_checkpoint" in out and out.count("fetch_checkpoint") >= 1
     assert "checkpoints/qwen2p5_math_1p5b.json" in out and "checkpoints/ds_r1_distill_qwen_1p5b.json" in out
+
+
+def test_restore_config_plans_the_three_experiments(tmp_path):
+    """config/restore.yaml: its own results folder, SFT on one task, ID and OOD suites, the
+    restorations of (a), the RL runs of (b) and the rotation tables of (c) in its DAG."""
+    import re
+
+    from offprincipal.config import load
+
+    config = load(REPO / "config" / "restore.yaml")
+    assert config["name"] == "restore"
+    suites = config["evaluations"]["suites"]
+    sft_task = config["runs"]["sft"]["data"]
+    assert list(suites["id"]["tasks"]) == [f"toy:{sft_task}"]
+    assert suites["ood"]["tasks"] and not any(t.split(":")[1].startswith(sft_task.rsplit("_d", 1)[0])
+                                              for t in suites["ood"]["tasks"])
+    restored = {c: s for c, s in config["checkpoints"].items() if s["source"] == "restored"}
+    assert sorted(s["top_p"] for s in restored.values() if "top_p" in s) == [0.05, 0.1, 0.2, 0.5, 1.0]
+    assert sorted(s["layers"] for s in restored.values() if "layers" in s) == ["first", "last", "middle"]
+    default = load(REPO / "config" / "config.yaml")
+    assert not any(s["source"] == "restored" for s in default["checkpoints"].values())
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile=config/restore.yaml"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    table = out.split("Job stats:", 1)[1]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    assert jobs["restore_checkpoint"] == len(restored) == 8
+    assert jobs["pair_rotation"] == 3 and jobs["render_figure"] == 4 and jobs["train_run"] == 4
+    assert jobs["paired_evaluations_ood"] == 4

@@ -85,7 +85,7 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/synthetic.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/synthetic.yaml", "config/paper.yaml", "config/restore.yaml"])
 def test_dry_run_succeeds(configfile, tmp_path):
     result = snakemake("-n", "--quiet", "rules", f"--configfile={configfile}", "--directory", str(tmp_path), "-s", str(REPO / "Snakefile"))
     assert result.returncode == 0, result.stdout + result.stderr

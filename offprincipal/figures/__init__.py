@@ -1,7 +1,7 @@
 """Figure renderers, one module per family; each function takes a ``Context`` and returns a
 matplotlib figure (``offprincipal.render`` saves it as PDF and PNG)."""
 
-from offprincipal.figures import crossrun, intervention, overlap, rotation, rowcol, spectrum, training
+from offprincipal.figures import crossrun, intervention, overlap, restoration, rotation, rowcol, spectrum, training
 
 FIGURES = {
     "fig1c": rotation.fig1c,
@@ -23,4 +23,8 @@ FIGURES = {
     "fig10": training.fig10,
     "fig11": training.fig11,
     "sec2_3": training.sec2_3,
+    "restore_topk": restoration.restore_topk,
+    "restore_layers": restoration.restore_layers,
+    "rotation_profile": restoration.rotation_profile,
+    "sft_then_rl": restoration.sft_then_rl,
 }
