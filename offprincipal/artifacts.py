@@ -256,10 +256,34 @@ ARTIFACTS: dict[str, Artifact] = {
         "out-of-distribution pass@1 of the base, each SFT checkpoint and its RL continuation against SFT length; "
         "RL's gain over its SFT start is paired over problems.",
     ),
+    "restore_table": Artifact(
+        "table",
+        ("eval",),
+        "UV restoration: ID and OOD accuracy of restored SFT checkpoints (arXiv 2508.16546)",
+        "The numbers of restore_topk and restore_layers: for the base, the SFT checkpoint and each restored "
+        "checkpoint (top-p fraction or layer quarter, from its manifest), ID and OOD pass@1 with 95% bootstrap "
+        "intervals, the paired difference from the SFT checkpoint, and the share of the SFT-to-base gap recovered.",
+    ),
+    "rotation_table": Artifact(
+        "table",
+        ("rotation", "eval"),
+        "Singular-vector rotation and singular-value change per pair (arXiv 2508.16546)",
+        "The numbers of rotation_profile: per pair, the mean over matrices and indices of the per-index angle "
+        "of the left (U) and right (V) singular vectors, of the window angle and of |relative singular-value "
+        "change|, over the top quarter of the cached indices and over all of them, beside ID and OOD pass@1.",
+    ),
+    "sft_then_rl_table": Artifact(
+        "table",
+        ("eval",),
+        "SFT length sweep, then RL: accuracy and OOD recovered (arXiv 2508.16546)",
+        "The numbers of sft_then_rl: per SFT length, ID and OOD pass@1 of the base, the SFT checkpoint and the RL "
+        "run from it, RL's paired gain over its SFT start and the share of the SFT-to-base OOD gap RL recovers.",
+    ),
 }
 
 #: artifacts that contrast in- and out-of-distribution accuracy: they need an ``ood_suite``
-OOD_ARTIFACTS = ("restore_topk", "restore_layers", "rotation_profile", "sft_then_rl")
+OOD_ARTIFACTS = ("restore_topk", "restore_layers", "rotation_profile", "sft_then_rl", "restore_table", "rotation_table",
+                 "sft_then_rl_table")
 
 
 #: artifacts that need only checkpoints (the foundation's set); the rest need training runs

@@ -69,11 +69,12 @@ class World:
             write_paired_table(contrasts, {c: self.root / "eval" / suite / f"{c}.json" for c in ckpts}, out, n_boot=2000)
         ctx = TrainingContext(name=name, inputs=inputs, spec=spec, pairs=pairs, synthetic=False, config_name="test",
                               metrics={"rotation_window": 4}, runs=runs or {})
-        outputs = [str(tmp_path / f"{name}.pdf"), str(tmp_path / f"{name}.png")]
+        exts = ("pdf", "png") if ARTIFACTS[name].kind == "figure" else ("csv", "md")
+        outputs = [str(tmp_path / f"{name}.{e}") for e in exts]
         render_artifact(name, inputs, outputs, spec=spec, pairs=pairs, synthetic=False, config_name="test",
                         metrics={"rotation_window": 4}, runs=runs or {})
         for out in outputs:
-            assert (tmp_path / out).stat().st_size > 1000
+            assert (tmp_path / out).stat().st_size > (1000 if ARTIFACTS[name].kind == "figure" else 100)
         return ctx
 
 
@@ -106,7 +107,9 @@ def restoration_world(tmp_path):
         "restore_topk": {"suite": "id", "ood_suite": "ood", "reference": "sft",
                          "pairs": ["sft", "r_top100", "r_top5", "r_top20"]},
         "restore_layers": {"suite": "id", "ood_suite": "ood", "reference": "sft",
-                           "pairs": ["sft", *[f"r_{g}" for g in GROUPS]]}}}
+                           "pairs": ["sft", *[f"r_{g}" for g in GROUPS]]},
+        "restore_table": {"suite": "id", "ood_suite": "ood", "reference": "sft",
+                          "pairs": ["sft", "r_top5", "r_top20", "r_top100", *[f"r_{g}" for g in GROUPS]]}}}
     w = World(root, config)
     w.evaluate("base", 0.5, (0.6, 0.4), seed=1)
     w.evaluate("sft", 0.7, (0.2, 0.1), seed=2)
@@ -143,6 +146,20 @@ def test_restore_layers_renders_and_reads_the_groups(restoration_world, tmp_path
     ctx = restoration_world.render("restore_layers", tmp_path)
     rows = restoration_rows(ctx)
     assert sorted(rows.layers.dropna()) == sorted(GROUPS)
+
+
+def test_restore_table(restoration_world, tmp_path):
+    w = restoration_world
+    w.render("restore_table", tmp_path)
+    table = pd.read_csv(tmp_path / "restore_table.csv").set_index("checkpoint")
+    assert len(table) == 1 + 1 + 3 + len(GROUPS)
+    for c in table.index:
+        assert table.loc[c, "ood"] == pytest.approx(w.mean("ood", c), abs=1e-12)
+    x, s, b = w.mean("id", "r_first"), w.mean("id", "sft"), w.mean("id", "base")
+    assert table.loc["r_first", "id_recovered"] == pytest.approx((x - s) / (b - s))
+    md = (tmp_path / "restore_table.md").read_text()
+    assert "first quarter of layers" in md and "top 20% of singular directions" in md
+    assert f"{100 * (x - s):+.1f} [" in md
 
 
 def test_restoration_errors_name_the_problem(restoration_world, tmp_path):
@@ -185,7 +202,8 @@ def test_rotation_profile(tmp_path):
     for c in checkpoints:
         _manifest(root, c, source="run")
     config = {"checkpoints": checkpoints, "pairs": pairs,
-              "artifacts": {"rotation_profile": {"suite": "id", "ood_suite": "ood", "pairs": list(pairs)}}}
+              "artifacts": {"rotation_profile": {"suite": "id", "ood_suite": "ood", "pairs": list(pairs)},
+                            "rotation_table": {"suite": "id", "ood_suite": "ood", "pairs": list(pairs)}}}
     w = World(root, config)
     for i, c in enumerate(checkpoints):
         w.evaluate(c, 0.5, (0.4, 0.3), seed=20 + i)
@@ -200,6 +218,12 @@ def test_rotation_profile(tmp_path):
             assert cur.loc[i, "abs_rel_sv_change"] == pytest.approx(0.01)
             assert cur.loc[i, "n_matrices"] == 2
         assert np.isnan(cur.loc[4, "left_window_deg"])
+    w.render("rotation_table", tmp_path)
+    table = pd.read_csv(tmp_path / "rotation_table.csv").set_index("pair")
+    for p, df in tables.items():
+        assert table.loc[p, "left_deg_all"] == pytest.approx(df.left_deg.mean())
+        assert table.loc[p, "left_deg_top_quarter"] == pytest.approx(df[df["index"] < 1].left_deg.mean())  # 6 // 4 = 1
+        assert table.loc[p, "ood"] == pytest.approx(w.mean("ood", pairs[p]["finetuned"]), abs=1e-12)
 
 
 def test_sft_then_rl(tmp_path):
@@ -218,7 +242,8 @@ def test_sft_then_rl(tmp_path):
         pairs[f"rl_{key}"] = {"base": f"sft_{key}", "finetuned": f"rl_{key}", "kind": "rl", "label": f"RL {n}"}
     order = ["sft_final", "rl_final", "sft_s10", "rl_s10", "sft_s20", "rl_s20"]
     config = {"checkpoints": checkpoints, "pairs": pairs,
-              "artifacts": {"sft_then_rl": {"suite": "id", "ood_suite": "ood", "pairs": order}}}
+              "artifacts": {"sft_then_rl": {"suite": "id", "ood_suite": "ood", "pairs": order},
+                            "sft_then_rl_table": {"suite": "id", "ood_suite": "ood", "pairs": order}}}
     w = World(root, config)
     w.evaluate("base", 0.5, (0.6, 0.5), seed=40)
     for i, key in enumerate(lengths):
@@ -233,6 +258,10 @@ def test_sft_then_rl(tmp_path):
             x, s, b = w.mean(suite, r.rl), w.mean(suite, r.sft), w.mean(suite, "base")
             assert r[f"{suite}_rl_gain"] == pytest.approx(x - s)
             assert r[f"{suite}_recovered"] == pytest.approx((x - s) / (b - s))
+    w.render("sft_then_rl_table", tmp_path, runs=runs)
+    table = pd.read_csv(tmp_path / "sft_then_rl_table.csv")
+    assert list(table.sft_steps) == [10, 20, 40]
+    assert table.ood_rl_gain.tolist() == pytest.approx([w.mean("ood", f"rl_{k}") - w.mean("ood", f"sft_{k}") for k in lengths])
     no_runs = TrainingContext(**{**ctx.__dict__, "runs": {}})
     with pytest.raises(ArtifactInputError, match="SFT length of checkpoint 'sft_final'"):
         sft_then_rl_rows(no_runs)

@@ -196,5 +196,5 @@ def test_restore_config_plans_the_three_experiments(tmp_path):
     table = out.split("Job stats:", 1)[1]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
     assert jobs["restore_checkpoint"] == len(restored) == 8
-    assert jobs["pair_rotation"] == 3 and jobs["render_figure"] == 4 and jobs["train_run"] == 4
-    assert jobs["paired_evaluations_ood"] == 4
+    assert jobs["pair_rotation"] == 3 and jobs["render_figure"] == 4 and jobs["render_table"] == 3
+    assert jobs["train_run"] == 4 and jobs["paired_evaluations_ood"] == 7
