@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import scipy.linalg
 import torch
 
@@ -107,3 +108,31 @@ def test_rotation_tables_read_spectra_caches(tmp_path):
     np.testing.assert_allclose(row.rel_sv_change, (s1[3] - s0[3]) / s0[3])
     np.testing.assert_allclose(row.right_window_deg, np.rad2deg(scipy.linalg.subspace_angles(v0[:, 3:5], v1[:, 3:5]).max()), atol=1e-6)
     assert np.isnan(curve[(curve.tensor == n) & (curve["index"] == 4)].iloc[0].left_window_deg)
+
+
+def test_rotation_tables_name_a_matrix_missing_from_one_cache_and_skip_flagged_ones(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from offprincipal.analysis import FLAGGED_KEY
+    from offprincipal.metrics.rotation import rotation_tables
+
+    rng = np.random.default_rng(6)
+    names = ["model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight"]
+
+    def cache(path, which, flagged=None):
+        d = {}
+        for n in which:
+            u, s, vt = np.linalg.svd(rng.standard_normal((6, 5)), full_matrices=False)
+            d.update({f"{n}::S": torch.from_numpy(s), f"{n}::U": torch.from_numpy(u.copy()),
+                      f"{n}::V": torch.from_numpy(vt.T.copy())})
+        save_file(d, str(path), metadata={FLAGGED_KEY: json.dumps(flagged or {})})
+
+    cache(tmp_path / "a.safetensors", names)
+    cache(tmp_path / "b.safetensors", names[:1])
+    with pytest.raises(KeyError, match="down_proj"):
+        rotation_tables(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+    cache(tmp_path / "c.safetensors", names, flagged={names[1]: "inf/NaN"})
+    curve, _ = rotation_tables(tmp_path / "a.safetensors", tmp_path / "c.safetensors", window=2)
+    assert set(curve.tensor) == {names[0]}
