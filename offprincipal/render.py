@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from offprincipal import tables
+from offprincipal import claims, tables
 from offprincipal.artifacts import ARTIFACTS
 from offprincipal.figures import FIGURES
 from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
@@ -21,7 +21,7 @@ from offprincipal.figures.runlog import TrainingContext
 from offprincipal.io import write_table
 
 TABLES = {"table1": tables.table1, "table1_acc": tables.table1_acc, "table2": tables.table2, "table4": tables.table4,
-          "table5": tables.table5}
+          "table5": tables.table5, "claims": claims.claims_table}
 
 __all__ = ["render_artifact", "handled", "ArtifactInputError"]
 
