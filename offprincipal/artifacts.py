@@ -12,6 +12,7 @@ different inputs. ``needs`` names the per-pair files the workflow must provide:
 * ``rotation`` — ``pairs/{pair}/rotation.csv`` and ``rotation_layers.csv`` (per-index singular-vector
   rotation, :mod:`offprincipal.metrics.rotation`, from the two spectra caches)
 * ``runlog``   — the training run directory of each pair's fine-tuned checkpoint (``metrics.jsonl``)
+* ``claims``   — every input of the claimed artifacts the config renders (:func:`claims_inputs`)
 * ``eval``     — the evaluation of each pair's base and fine-tuned checkpoint on the artifact's
   ``suite`` (``eval/{suite}/{ckpt}.json``) and the paired comparisons of its contrasts
   (``eval/paired/{artifact}.csv``; :func:`evaluation_contrasts`); an artifact with an
@@ -29,7 +30,7 @@ world (or, later, verl runs) render them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -155,7 +156,7 @@ ARTIFACTS: dict[str, Artifact] = {
     ),
     "fig6": Artifact(
         "figure",
-        ("masks"),
+        ("masks",),
         "Fig. 6 — scrambling the base's geometry removes the update bias",
         "Per decoder block, overlap (Jaccard) of update masks: a reference RL run against an independent "
         "run from the same base (the consistency level), and against a run from a function-preserving "
@@ -279,12 +280,26 @@ ARTIFACTS: dict[str, Artifact] = {
         "The numbers of sft_then_rl: per SFT length, ID and OOD pass@1 of the base, the SFT checkpoint and the RL "
         "run from it, RL's paired gain over its SFT start and the share of the SFT-to-base OOD gap RL recovers.",
     ),
+    "claims": Artifact(
+        "table",
+        ("claims",),
+        "Claims — the paper's quantitative claims, measured here, with verdicts",
+        "Each of the paper's quantitative claims with what this configuration measured for it (the number and "
+        "its interval where one exists), a verdict (holds / does not hold / inside the noise / not measured "
+        "here) decided by the stated rule, and the artifact that shows it (offprincipal.claims).",
+    ),
 }
 
 #: artifacts that contrast in- and out-of-distribution accuracy: they need an ``ood_suite``
 OOD_ARTIFACTS = ("restore_topk", "restore_layers", "rotation_profile", "sft_then_rl", "restore_table", "rotation_table",
                  "sft_then_rl_table")
-
+#: artifacts made from other artifacts' inputs rather than configured with pairs: rendered
+#: whenever the config renders any artifact they read
+DERIVED = ("claims",)
+#: the artifacts whose inputs the claims table reads (offprincipal.claims measures each claim
+#: from the first of its artifacts the config renders, and checks that all are listed here)
+CLAIMED = ("table1", "table2", "fig4", "fig16", "fig17", "fig1c", "fig5", "fig7", "fig6", "fig9", "table4",
+           "table5", "fig10", "fig11", "sec2_3")
 
 #: artifacts that need only checkpoints (the foundation's set); the rest need training runs
 CHECKPOINT_ONLY = ("table1", "table2", "fig1c", "fig2", "fig4", "fig5", "fig7", "fig8", "fig12", "fig13", "fig16", "fig17", "fig18")
@@ -380,3 +395,35 @@ def _run_of(name: str, ckpt: str, checkpoints: Mapping) -> str:
             f"'{spec['source']}', not saved by a run"
         )
     return spec["run"]
+
+
+def claims_inputs(
+    claimed: Sequence[str], specs: Mapping, *, pairs: Mapping, checkpoints: Mapping, results: str | os.PathLike
+) -> dict[str, list[str]]:
+    """Inputs of the claims table: each claimed artifact's inputs that ``specs`` (the config's
+    artifacts) renders, under ``artifact/key`` (manifests included: some claims read them), and
+    the manifests of all their pairs once each under the keys every provenance sidecar records."""
+    inputs: dict[str, list[str]] = {}
+    base_manifests: dict[str, None] = {}
+    ft_manifests: dict[str, None] = {}
+    for name in claimed:
+        if name not in specs:
+            continue
+        for key, files in artifact_inputs(name, specs[name], pairs=pairs, checkpoints=checkpoints,
+                                          results=results).items():
+            inputs[f"{name}/{key}"] = files
+            if key == "base_manifests":
+                base_manifests.update(dict.fromkeys(files))
+            elif key == "ft_manifests":
+                ft_manifests.update(dict.fromkeys(files))
+    if inputs or base_manifests:
+        inputs["base_manifests"] = list(base_manifests)
+        inputs["ft_manifests"] = list(ft_manifests)
+    return inputs
+
+
+def claims_spec(claimed: Sequence[str], specs: Mapping) -> dict:
+    """The claims table's spec: the claimed artifacts' config entries and the union of their pairs."""
+    chosen = {name: dict(specs[name]) for name in claimed if name in specs}
+    pair_ids = list(dict.fromkeys(p for spec in chosen.values() for p in spec["pairs"]))
+    return {"pairs": pair_ids, "artifacts": chosen}

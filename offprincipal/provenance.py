@@ -151,7 +151,8 @@ def build_record(
     ``ft_manifests``, as :func:`offprincipal.artifacts.artifact_inputs` gives them): only a declared
     input is sure to exist when the render job runs, e.g. a training-log figure would otherwise
     race the job that writes its run's final checkpoint. Their hashes go into the checkpoint
-    records, not again into ``inputs``."""
+    records, not again into ``inputs`` (nor do the claims table's per-artifact ``{artifact}/...``
+    copies of those keys)."""
     root = Path(results)
     declared = {Path(f).absolute() for key in MANIFEST_KEYS for f in inputs.get(key, [])}
     ckpts = sorted({c for p in params["pairs"].values() for c in (p["base"], p["finetuned"])})
@@ -171,7 +172,7 @@ def build_record(
         "versions": package_versions(),
         "git": git_state(),
         "inputs": {key: [{"path": _rel(f, root), **hash_input(f)} for f in files]
-                   for key, files in sorted(inputs.items()) if key not in MANIFEST_KEYS},
+                   for key, files in sorted(inputs.items()) if key.rsplit("/", 1)[-1] not in MANIFEST_KEYS},
     }
 
 

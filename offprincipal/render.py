@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from offprincipal import restoration_tables, tables
+from offprincipal import claims, restoration_tables, tables
 from offprincipal.artifacts import ARTIFACTS
 from offprincipal.figures import FIGURES
 from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
@@ -22,7 +22,8 @@ from offprincipal.io import write_table
 
 TABLES = {"table1": tables.table1, "table1_acc": tables.table1_acc, "table2": tables.table2, "table4": tables.table4,
           "table5": tables.table5, "restore_table": restoration_tables.restore_table,
-          "rotation_table": restoration_tables.rotation_table, "sft_then_rl_table": restoration_tables.sft_then_rl_table}
+          "rotation_table": restoration_tables.rotation_table, "sft_then_rl_table": restoration_tables.sft_then_rl_table,
+          "claims": claims.claims_table}
 
 __all__ = ["render_artifact", "handled", "ArtifactInputError"]
 

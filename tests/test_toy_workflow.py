@@ -4,8 +4,10 @@ nothing left to do on a second run, and a learning-rate change reruns only what 
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -45,6 +47,50 @@ def test_every_artifact_is_rendered_from_toy_runs(toy_run):
         for ext in (("pdf", "png") if art.kind == "figure" else ("csv", "md")):
             path = toy_run / "results" / config["name"] / folder / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path
+
+
+@pytest.mark.slow
+def test_claims_table_gives_every_claim_a_verdict_from_toy_runs(toy_run):
+    from offprincipal.claims import CLAIMS, NOT_MEASURED, VERDICTS
+
+    config = load(CONFIG)
+    table = pd.read_csv(toy_run / "results" / config["name"] / "tables" / "claims.csv", keep_default_na=False)
+    assert list(table["claim"]) == [c.claim_id for c in CLAIMS]
+    assert set(table["verdict"]) <= set(VERDICTS)
+    # the toy world renders every claimed artifact, so each claim is measured
+    assert NOT_MEASURED not in set(table["verdict"]), table[["claim", "note"]]
+    assert (table["measured"].str.len() > 0).all()
+
+
+@pytest.mark.slow
+def test_report_holds_every_artifact_and_its_provenance(toy_run):
+    report = toy_run / "report.zip"
+    result = snakemake(toy_run, "--report", str(report))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    names = zipfile.ZipFile(report).namelist()
+    config = load(CONFIG)
+    for name, art in ARTIFACTS.items():
+        folder = "figures" if art.kind == "figure" else "tables"
+        shown = f"{name}.png" if art.kind == "figure" else f"{name}.csv"
+        for file in (shown, f"{name}.provenance.json"):
+            assert any(n.endswith(f"results/{config['name']}/{folder}/{file}") for n in names), file
+
+
+@pytest.mark.slow
+def test_notebooks_run_top_to_bottom_on_the_default_outputs(toy_run, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    config = load(CONFIG)
+    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        # the kernel inherits the environment
+        monkeypatch.setenv("OFFPRINCIPAL_RESULTS", str(toy_run / "results" / config["name"]))
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, (path.name, errors)
 
 
 @pytest.mark.slow

@@ -114,7 +114,8 @@ def intervened_overlap(masks_a, masks_b, masks_c, record: Mapping[str, Any],
     return pd.DataFrame(rows)
 
 
-def _record(ctx: Context) -> tuple[dict, str]:
+def intervention_record(ctx: Context) -> tuple[dict, str]:
+    """The intervention record of the spec's third pair's base (checked against the three pairs) and its path."""
     pids = ctx.pair_ids
     if len(pids) != 3:
         raise ArtifactInputError(
@@ -148,7 +149,7 @@ def _record(ctx: Context) -> tuple[dict, str]:
 
 
 def fig6(ctx: Context):
-    record, _ = _record(ctx)
+    record, _ = intervention_record(ctx)
     paths = ctx.files("masks")
     with ExitStack() as stack:
         files = [stack.enter_context(MaskFile(p)) for p in paths]

@@ -7,7 +7,12 @@ rule render_figure:
         unpack(figure_inputs),
     output:
         pdf=f"{RESULTS}/figures/{{figure}}.pdf",
-        provenance=f"{RESULTS}/figures/{{figure}}.provenance.json",
+        provenance=report(
+            f"{RESULTS}/figures/{{figure}}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"artifact": "{figure}"},
+        ),
         png=report(
             f"{RESULTS}/figures/{{figure}}.png",
             caption="../report/artifact.rst",
@@ -36,7 +41,12 @@ rule render_table:
             labels={"artifact": "{table}"},
         ),
         md=f"{RESULTS}/tables/{{table}}.md",
-        provenance=f"{RESULTS}/tables/{{table}}.provenance.json",
+        provenance=report(
+            f"{RESULTS}/tables/{{table}}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"artifact": "{table}"},
+        ),
     log:
         f"{RESULTS}/logs/render_table/{{table}}.log",
     conda:
@@ -48,7 +58,37 @@ rule render_table:
         "../scripts/render-artifact.py"
 
 
-for _artifact in ARTIFACT_SPECS:
+# The claims table reads the inputs of every claimed artifact; its own report category, so
+# the report opens on it.
+rule render_claims:
+    input:
+        unpack(claims_inputs_of),
+    output:
+        csv=report(
+            f"{RESULTS}/tables/claims.csv",
+            caption="../report/artifact.rst",
+            category="Claims",
+            labels={"artifact": "claims"},
+        ),
+        md=f"{RESULTS}/tables/claims.md",
+        provenance=report(
+            f"{RESULTS}/tables/claims.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"artifact": "claims"},
+        ),
+    log:
+        f"{RESULTS}/logs/render_table/claims.log",
+    conda:
+        "../../envs/offprincipal.yaml"
+    params:
+        artifact=claims_params,
+        caption=claims_caption,
+    script:
+        "../scripts/render-artifact.py"
+
+
+for _artifact in RENDERED:
 
     rule:
         name:

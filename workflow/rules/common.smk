@@ -7,7 +7,10 @@ from snakemake.utils import validate
 from offprincipal import cluster as cluster_resources
 from offprincipal.artifacts import (
     ARTIFACTS,
+    CLAIMED,
     artifact_inputs,
+    claims_inputs,
+    claims_spec,
     evaluation_contrasts,
     outputs,
 )
@@ -22,6 +25,11 @@ RESULTS = f"{config['paths']['results']}/{config['name']}"
 CHECKPOINTS = config["checkpoints"]
 PAIRS = config["pairs"]
 ARTIFACT_SPECS = config["artifacts"]
+# the claims table is rendered whenever the config renders an artifact it reads
+RENDERED = [
+    *ARTIFACT_SPECS,
+    *(["claims"] if set(CLAIMED) & set(ARTIFACT_SPECS) else []),
+]
 METRICS = config["metrics"]
 TOY = config.get("toy", {})
 RUNS = config.get("runs", {})
@@ -145,8 +153,23 @@ def crossrun_masks(wildcards):
     ]
 
 
+def spec_of(name):
+    """An artifact's config entry; the claims table's is made from the artifacts it reads."""
+    if name == "claims":
+        return claims_spec(CLAIMED, ARTIFACT_SPECS)
+    return ARTIFACT_SPECS[name]
+
+
 def inputs_of(name):
     """Files an artifact reads under this config: offprincipal.artifacts.artifact_inputs."""
+    if name == "claims":
+        return claims_inputs(
+            CLAIMED,
+            ARTIFACT_SPECS,
+            pairs=PAIRS,
+            checkpoints=CHECKPOINTS,
+            results=RESULTS,
+        )
     return artifact_inputs(
         name,
         ARTIFACT_SPECS[name],
@@ -166,7 +189,7 @@ def table_inputs(wildcards):
 
 def artifact_params(name):
     """Everything a renderer needs besides files; passed via params so a change reruns it."""
-    spec = ARTIFACT_SPECS[name]
+    spec = spec_of(name)
     synthetic = any(
         CHECKPOINTS[PAIRS[p][side]]["source"] == "synthetic"
         for p in spec["pairs"]
@@ -188,7 +211,7 @@ def artifact_params(name):
 
 def artifact_caption(name):
     art = ARTIFACTS[name]
-    extra = ARTIFACT_SPECS[name].get("caption", "")
+    extra = spec_of(name).get("caption", "")
     if artifact_params(name)["synthetic"]:
         scope = (
             "Computed from synthetic stand-in checkpoints the pipeline builds itself (a dense "
@@ -201,7 +224,14 @@ def artifact_caption(name):
         scope = "Computed from the checkpoints listed in the table of pairs."
     if "eval" in art.needs:
         scope = f"{scope} {suite_caption(ARTIFACT_SPECS[name]['suite'])}"
-    return f"{art.title}. {art.caption} {scope} {extra}".strip()
+    folder = "figures" if art.kind == "figure" else "tables"
+    where = (
+        f"Provenance: {folder}/{name}.provenance.json (report category Provenance), "
+        "re-checked by offprincipal verify."
+    )
+    text = f"{art.title}. {art.caption} {scope} {extra} {where}".replace("  ", " ")
+    # the report renders captions as reStructuredText, where |x| is a substitution
+    return text.replace("|", "\\|")
 
 
 def suite_caption(suite):
@@ -230,7 +260,7 @@ def artifact_paths(name):
 
 
 def all_artifact_outputs():
-    return [path for name in ARTIFACT_SPECS for path in artifact_paths(name)]
+    return [path for name in RENDERED for path in artifact_paths(name)]
 
 
 def hub_spec(wildcards):
@@ -247,6 +277,18 @@ def figure_params(wildcards):
 
 def table_params(wildcards):
     return artifact_params(wildcards.table)
+
+
+def claims_params(wildcards):
+    return artifact_params("claims")
+
+
+def claims_inputs_of(wildcards):
+    return inputs_of("claims")
+
+
+def claims_caption(wildcards):
+    return artifact_caption("claims")
 
 
 def figure_caption(wildcards):

@@ -5,7 +5,8 @@ from offprincipal.provenance import build_record, write_sidecar
 from offprincipal.render import render_artifact
 
 setup_job(snakemake.log[0])
-name = snakemake.wildcards.get("figure") or snakemake.wildcards.get("table")
+# the claims rule has no wildcard: its name is fixed
+name = snakemake.wildcards.get("figure") or snakemake.wildcards.get("table") or "claims"
 inputs = {key: list(files) for key, files in snakemake.input.items()}
 outputs = [path for key, path in snakemake.output.items() if key != "provenance"]
 render_artifact(name, inputs, outputs, **snakemake.params.artifact)
