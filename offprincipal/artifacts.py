@@ -299,7 +299,7 @@ DERIVED = ("claims",)
 #: the artifacts whose inputs the claims table reads (offprincipal.claims measures each claim
 #: from the first of its artifacts the config renders, and checks that all are listed here)
 CLAIMED = ("table1", "table2", "fig4", "fig16", "fig17", "fig1c", "fig5", "fig7", "fig6", "fig9", "table4",
-           "table5", "fig10", "fig11", "sec2_3")
+           "table5", "fig10", "fig11", "sec2_3", "rotation_table", "restore_table", "sft_then_rl_table")
 
 #: artifacts that need only checkpoints (the foundation's set); the rest need training runs
 CHECKPOINT_ONLY = ("table1", "table2", "fig1c", "fig2", "fig4", "fig5", "fig7", "fig8", "fig12", "fig13", "fig16", "fig17", "fig18")

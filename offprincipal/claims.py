@@ -455,6 +455,107 @@ def decide_lr_sparsity(by_lr: Mapping[float, float]) -> Finding:
     return Finding(FAILS, measured, note=why)
 
 
+# ------------------------------------------------------------------ Jin et al. (arXiv 2508.16546)
+
+#: UV restoration "recovers 70-80% of the OOD loss": at least this share of the SFT-to-base OOD gap
+RESTORE_SHARE = 0.7
+#: RL after SFT "mostly restores" OOD: at least this median share of the SFT-to-base OOD gap
+RL_RESTORE_SHARE = 0.5
+#: SFT "rotates singular vectors while singular values barely move": sin(angle) at least this multiple of |Δσ/σ|
+ROTATION_OVER_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class Recovery:
+    what: str
+    share: float  # (x - SFT) / (base - SFT) on the OOD suite
+    gain: acc.Difference  # x - SFT on the OOD suite, paired
+
+
+def _restored(ctx: TrainingContext, pick) -> Recovery | None:
+    from offprincipal.figures.restoration import restoration_rows
+
+    rows = restoration_rows(ctx)
+    rows = rows[[r.role not in ("base", "sft") and pick(r) for r in rows.itertuples()]]
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    gain = acc.Difference(str(r["checkpoint"]), "sft", float(r["ood_vs_sft"]), float(r["ood_vs_sft_lo"]),
+                          float(r["ood_vs_sft_hi"]), 0)
+    return Recovery(str(r["checkpoint"]), float(r["ood_recovered"]), gain)
+
+
+def measure_restore_top20(ctx):
+    return _restored(ctx, lambda r: r.mode == "top_p" and math.isclose(float(r.top_p), 0.2))
+
+
+def measure_restore_first_quarter(ctx):
+    return _restored(ctx, lambda r: r.mode == "layers" and r.layers == "first")
+
+
+def decide_recovery(rec: Recovery | None) -> Finding:
+    if rec is None:
+        return not_measured("no restored checkpoint with this recipe among the artifact's pairs")
+    d = rec.gain
+    measured = f"{rec.what}: OOD {_pp(d)} over SFT, {100 * rec.share:.0f}% of the SFT-to-base gap recovered"
+    if d.lo <= 0 <= d.hi:
+        return Finding(NOISE, measured, _ci_pp(d), note="the OOD gain's interval includes 0")
+    if d.hi < 0:
+        return Finding(FAILS, measured, _ci_pp(d), note="restoration lowers OOD accuracy")
+    if rec.share >= RESTORE_SHARE:
+        return Finding(HOLDS, measured, _ci_pp(d))
+    return Finding(FAILS, measured, _ci_pp(d), note=f"recovers under {100 * RESTORE_SHARE:.0f}% of the gap")
+
+
+def measure_rl_after_sft(ctx) -> list[Recovery]:
+    from offprincipal.figures.restoration import sft_then_rl_rows
+
+    rows = sft_then_rl_rows(ctx)
+    return [Recovery(f"RL after {int(r.sft_steps)} SFT steps", float(r.ood_recovered),
+                     acc.Difference(str(r.rl), str(r.sft), float(r.ood_rl_gain), float(r.ood_rl_gain_lo),
+                                    float(r.ood_rl_gain_hi), 0))
+            for r in rows.itertuples()]
+
+
+def decide_rl_after_sft(recs: Sequence[Recovery]) -> Finding:
+    if not recs:
+        return not_measured("no SFT checkpoint with an RL run from it")
+    share = float(np.median([r.share for r in recs]))
+    measured = "OOD gain of RL over its SFT start: " + "; ".join(
+        f"{r.what}: {_pp(r.gain)} [{100 * r.gain.lo:+.1f}, {100 * r.gain.hi:+.1f}], {100 * r.share:.0f}% recovered"
+        for r in recs)
+    below = [r.what for r in recs if r.gain.hi < 0]
+    unclear = [r.what for r in recs if r.gain.lo <= 0 <= r.gain.hi]
+    if below:
+        return Finding(FAILS, measured, "95% paired intervals", note=f"RL lowers OOD accuracy: {', '.join(below)}")
+    if unclear:
+        return Finding(NOISE, measured, "95% paired intervals", note=f"interval includes 0: {', '.join(unclear)}")
+    if share >= RL_RESTORE_SHARE:
+        return Finding(HOLDS, measured, "95% paired intervals", note=f"median share recovered {100 * share:.0f}%")
+    return Finding(FAILS, measured, "95% paired intervals",
+                   note=f"median share recovered {100 * share:.0f}% < {100 * RL_RESTORE_SHARE:.0f}%")
+
+
+def measure_sft_rotation(ctx) -> list[tuple[str, float, float]]:
+    """(pair, mean top-quarter angle of U and V in degrees, mean top-quarter |Δσ/σ|) of each SFT pair."""
+    from offprincipal import restoration_tables
+
+    table, _ = restoration_tables.rotation_table(ctx)
+    kinds = _kinds(ctx)
+    return [(r.pair, (r.left_deg_top_quarter + r.right_deg_top_quarter) / 2, r.abs_rel_sv_change_top_quarter)
+            for r in table.itertuples() if kinds[r.pair] == "sft"]
+
+
+def decide_sft_rotation(rows: Sequence[tuple[str, float, float]]) -> Finding:
+    if not rows:
+        return not_measured("no SFT pair")
+    ratios = [math.sin(math.radians(a)) / s if s > 0 else math.inf for _, a, s in rows]
+    measured = "; ".join(f"{p}: top-quarter singular vectors turn {a:.2f}°, singular values move {100 * s:.3f}% "
+                         f"(sin(angle) / |Δσ/σ| = {r:.1f})" for (p, a, s), r in zip(rows, ratios))
+    ok = min(ratios) >= ROTATION_OVER_SCALE
+    return Finding(HOLDS if ok else FAILS, measured, note="means over matrices and the top quarter of indices")
+
+
 # ------------------------------------------------------------------ the catalogue of claims
 
 
@@ -521,6 +622,24 @@ CLAIMS: tuple[Claim, ...] = (
           "Apparent update sparsity shrinks as the learning rate grows (bf16 absorbs small updates).",
           f"holds if mean sparsity never rises with the learning rate and falls ≥ {LR_DROP_PP:g} pp over the range",
           measure_lr_sparsity, decide_lr_sparsity),
+    # the companion study, arXiv 2508.16546 (config/restore.yaml)
+    Claim("sft_rotates_singular_vectors", ("rotation_table",),
+          "[2508.16546] SFT rotates singular vectors while the singular values barely change.",
+          f"holds if for every SFT pair sin(mean top-quarter angle) ≥ {ROTATION_OVER_SCALE:g}x the mean top-quarter |Δσ/σ|",
+          measure_sft_rotation, decide_sft_rotation),
+    Claim("restore_top20_recovers_ood", ("restore_table",),
+          "[2508.16546] Restoring the base's singular directions for the top 20% of singular values recovers "
+          "70-80% of SFT's OOD loss.",
+          f"holds if the paired OOD gain over SFT lies above 0 and recovers ≥ {100 * RESTORE_SHARE:.0f}% of the "
+          "SFT-to-base gap; inside the noise if its interval includes 0", measure_restore_top20, decide_recovery),
+    Claim("restore_first_quarter_recovers_ood", ("restore_table",),
+          "[2508.16546] Restoring the first 25% of layers recovers 70-80% of SFT's OOD loss.",
+          "as for the top-20% restoration", measure_restore_first_quarter, decide_recovery),
+    Claim("rl_after_sft_restores_ood", ("sft_then_rl_table",),
+          "[2508.16546] RL after SFT restores most of the OOD accuracy SFT lost.",
+          "holds if at every SFT length RL's paired OOD gain over its SFT start lies above 0 and the median share of "
+          f"the SFT-to-base gap recovered is ≥ {100 * RL_RESTORE_SHARE:.0f}%; inside the noise if an interval "
+          "includes 0", measure_rl_after_sft, decide_rl_after_sft),
 )
 
 _unlisted = sorted({a for c in CLAIMS for a in c.artifacts} - set(CLAIMED))

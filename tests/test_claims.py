@@ -236,3 +236,32 @@ def test_table_measures_configured_artifacts_and_marks_the_rest_not_measured(tmp
     rest = table[table["claim"] != "rl_sparser_than_sft"]
     assert set(rest["verdict"]) == {C.NOT_MEASURED}
     assert list(md.columns)[0] == "Verdict"
+
+
+# ------------------------------------------------------------------ arXiv 2508.16546
+
+
+def test_restoration_recovery_verdicts():
+    assert C.decide_recovery(C.Recovery("top20", 0.8, diff(0.04, 0.02, 0.06))).verdict == C.HOLDS
+    f = C.decide_recovery(C.Recovery("top20", 0.4, diff(0.02, 0.01, 0.03)))
+    assert f.verdict == C.FAILS and "under 70%" in f.note
+    assert C.decide_recovery(C.Recovery("top20", 0.9, diff(0.02, -0.01, 0.05))).verdict == C.NOISE
+    assert C.decide_recovery(C.Recovery("top20", -0.5, diff(-0.03, -0.05, -0.01))).verdict == C.FAILS
+    assert C.decide_recovery(None).verdict == C.NOT_MEASURED
+
+
+def test_rl_after_sft_verdicts():
+    good = [C.Recovery("a", 0.6, diff(0.03, 0.01, 0.05)), C.Recovery("b", 0.7, diff(0.04, 0.02, 0.06))]
+    assert C.decide_rl_after_sft(good).verdict == C.HOLDS
+    small = [C.Recovery("a", 0.1, diff(0.01, 0.005, 0.02)), C.Recovery("b", 0.2, diff(0.01, 0.002, 0.02))]
+    assert C.decide_rl_after_sft(small).verdict == C.FAILS  # significant but a small share
+    assert C.decide_rl_after_sft([*good, C.Recovery("c", 0.3, diff(0.01, -0.01, 0.03))]).verdict == C.NOISE
+    assert C.decide_rl_after_sft([*good, C.Recovery("c", -1, diff(-0.03, -0.05, -0.01))]).verdict == C.FAILS
+    assert C.decide_rl_after_sft([]).verdict == C.NOT_MEASURED
+
+
+def test_sft_rotation_verdicts():
+    # sin(6°) = 0.105 against a 0.3% singular-value change: 35x
+    assert C.decide_sft_rotation([("sft", 6.0, 0.003)]).verdict == C.HOLDS
+    assert C.decide_sft_rotation([("sft", 6.0, 0.02)]).verdict == C.FAILS  # 5x
+    assert C.decide_sft_rotation([]).verdict == C.NOT_MEASURED
