@@ -1,4 +1,4 @@
-"""The paper's artifacts that need only checkpoints: what each shows and what it reads.
+"""The artifact catalogue: for each figure and table, what it shows, what it reads and which function renders it.
 
 Each artifact is a function of the pairs the config lists under ``artifacts.<name>.pairs``,
 so the default (synthetic / toy) config and the paper config render the same artifacts from
@@ -33,6 +33,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from offprincipal.layout import Layout
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -40,6 +42,9 @@ class Artifact:
     needs: tuple[str, ...]
     title: str
     caption: str
+    #: ``module:function`` under ``offprincipal`` that renders it (imported only when rendering,
+    #: so the workflow reads the catalogue without loading matplotlib)
+    renderer: str
 
 
 ARTIFACTS: dict[str, Artifact] = {
@@ -52,6 +57,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "bitwise bf16 equality) and, beside it, by Mukherjee et al.'s absolute tolerance |dw| <= 1e-5, which "
         "counts real bf16 changes of small weights as unchanged (App. E.1). fp32-stored checkpoints are "
         "rounded to bf16 first. The paper's printed value is shown where it exists.",
+        renderer="tables:table1",
     ),
     "table2": Artifact(
         "table",
@@ -61,6 +67,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "restricted to one decoder block, beside the value expected if each run updated entries "
         "independently at its own density (pq/(p+q-pq)). Pooled = sum |A and B| / sum |A or B| over the "
         "block's matrices.",
+        renderer="tables:table2",
     ),
     "fig1c": Artifact(
         "figure",
@@ -69,6 +76,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Per decoder block: the largest principal angle between the base's and the fine-tuned model's "
         "top-k singular subspaces (left, U, and right, V, averaged over the block's matrices) and the "
         "normalized spectrum shift NSS, for RL and SFT pairs.",
+        renderer="figures.rotation:fig1c",
     ),
     "fig2": Artifact(
         "figure",
@@ -78,6 +86,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "distribution of that count beside the one expected if runs updated entries independently "
         "(Poisson-binomial from each run's density). Rows are output units, columns input features "
         "(torch's [out, in] layout).",
+        renderer="figures.crossrun:fig2",
     ),
     "fig4": Artifact(
         "figure",
@@ -85,6 +94,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 4 — spectrum and principal subspaces under SFT vs RL",
         "Left: singular values of a chosen matrix for each checkpoint. Middle: NSS per matrix by layer. "
         "Right: largest principal angle of the top-k left and right singular subspaces as k grows.",
+        renderer="figures.spectrum:fig4",
     ),
     "fig5": Artifact(
         "figure",
@@ -93,6 +103,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Per decoder block: share of updated entries that lie in the principal mask (top-alpha of "
         "|rank-k reconstruction of W0|) and in the low-magnitude mask (bottom-alpha of |W0|); the dashed "
         "line is the random baseline, the mask density alpha.",
+        renderer="figures.overlap:fig5",
     ),
     "fig7": Artifact(
         "figure",
@@ -101,6 +112,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Share of updated entries in the principal mask, in the principal-and-not-low-magnitude mask, and "
         "in the low-magnitude mask, over all matrices of each pair, each against its own random baseline "
         "(the mask's density).",
+        renderer="figures.overlap:fig7",
     ),
     "fig8": Artifact(
         "figure",
@@ -108,6 +120,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 8 — principal-subspace rotation of agent RL checkpoints",
         "Largest principal angle between base and fine-tuned top-k singular subspaces per decoder block, "
         "left (U) and right (V), for the agent checkpoints of Table 3.",
+        renderer="figures.rotation:fig8",
     ),
     "fig12": Artifact(
         "figure",
@@ -115,30 +128,35 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 12 — cross-run Jaccard of update masks",
         "Pairwise Jaccard of the bf16 update masks of RL runs from one base, over all analysed matrices, "
         "and the independent-Bernoulli baseline for the same densities.",
+        renderer="figures.crossrun:fig12",
     ),
     "fig13": Artifact(
         "figure",
         ("geometry",),
         "Fig. 13 — off-principal updates of zero-RL checkpoints",
         "As Fig. 5, for zero-RL (SimpleRL-Zoo) checkpoints of other model families.",
+        renderer="figures.overlap:fig13",
     ),
     "fig16": Artifact(
         "figure",
         ("geometry", "spectra"),
         "Fig. 16 — spectrum preservation, SFT vs RL (DS-R1-Distill-Qwen-1.5B family)",
         "As Fig. 4, for the DeepSeek-R1-Distill-Qwen-1.5B family.",
+        renderer="figures.spectrum:fig16",
     ),
     "fig17": Artifact(
         "figure",
         ("geometry", "spectra"),
         "Fig. 17 — spectrum preservation, SFT vs RL (Qwen3-14B family)",
         "As Fig. 4, for the Qwen3-14B-Base family (UniReason SFT vs RL).",
+        renderer="figures.spectrum:fig17",
     ),
     "fig18": Artifact(
         "figure",
         ("geometry",),
         "Fig. 18 — principal-subspace rotation of RLHF checkpoints",
         "As Fig. 8, for the RLHF (DPO, SimPO) checkpoints of Table 3.",
+        renderer="figures.rotation:fig18",
     ),
     "fig3": Artifact(
         "figure",
@@ -147,12 +165,14 @@ ARTIFACTS: dict[str, Artifact] = {
         "For a chosen matrix, the share of updated entries in each row (output unit) and each column "
         "(input feature) at successive checkpoints of one run, against the base; rows and columns that "
         "are updated early stay the ones updated later. Bottom: overall update sparsity per checkpoint.",
+        renderer="figures.rowcol:fig3",
     ),
     "fig14": Artifact(
         "figure",
         ("masks", "updates"),
         "Fig. 14 — row and column update ratios over training (more matrices)",
         "As Fig. 3, for further matrices of the same run.",
+        renderer="figures.rowcol:fig14",
     ),
     "fig6": Artifact(
         "figure",
@@ -163,6 +183,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "intervened base (ROTATE+PERMUTE or ROTATE on marked layers). Permuted tensors are mapped back to "
         "base coordinates; rotated ones have no elementwise correspondence and are compared as stored. "
         "Dashed: the independent-Bernoulli baseline.",
+        renderer="figures.intervention:fig6",
     ),
     "table1_acc": Artifact(
         "table",
@@ -172,6 +193,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "pass@1 (avg@k) of the base and the fine-tuned checkpoint on each task of the evaluation suite, with "
         "95% bootstrap intervals over problems, and the fine-tune's gain over its base with a paired bootstrap "
         "interval (problems resampled jointly). A view the paper does not print.",
+        renderer="tables:table1_acc",
     ),
     "fig9": Artifact(
         "figure",
@@ -180,6 +202,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Token-wise KL to the base policy per step (logged, not in the loss) for dense RL and RL restricted "
         "to the principal, non-principal, low-magnitude, safe (low or non-principal) and random masks "
         "(random at the safe mask's density); right: held-out pass@1 of each final checkpoint.",
+        renderer="figures.training:fig9",
     ),
     "fig10": Artifact(
         "figure",
@@ -187,6 +210,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 10 — LoRA vs PiSSA in RL across ranks and learning rates",
         "Training reward per step and held-out pass@1 of LoRA and PiSSA runs (merged into full weights) "
         "at several ranks and learning rates.",
+        renderer="figures.training:fig10",
     ),
     "fig11": Artifact(
         "figure",
@@ -194,6 +218,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 11 — PiSSA's principal-direction updates distort the spectrum",
         "Held-out pass@1 and spectrum drift (mean NSS over matrices) against learning rate for LoRA and "
         "PiSSA runs, with the principal-angle rotation of the merged weights.",
+        renderer="figures.training:fig11",
     ),
     "fig15": Artifact(
         "figure",
@@ -201,6 +226,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Fig. 15 — per-step KL to the base during RL",
         "Token-wise KL(pi_theta || pi_base) on each step's rollouts, logged without entering the loss "
         "(beta = 0): small but steadily growing.",
+        renderer="figures.training:fig15",
     ),
     "table4": Artifact(
         "table",
@@ -208,12 +234,14 @@ ARTIFACTS: dict[str, Artifact] = {
         "Table 4 — sparse RL with fixed masks: held-out accuracy",
         "Held-out pass@1 (avg@k) of the final checkpoints of dense RL and of RL restricted to each mask, "
         "with the share of parameters each mask leaves trainable and the run's update sparsity.",
+        renderer="tables:table4",
     ),
     "table5": Artifact(
         "table",
         ("eval", "updates", "runlog"),
         "Table 5 — sparse RL with fixed masks: accuracy at an intermediate step",
         "As Table 4, at an intermediate checkpoint of the same runs.",
+        renderer="tables:table5",
     ),
     "sec2_3": Artifact(
         "figure",
@@ -221,6 +249,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Sec. 2.3 — apparent sparsity depends on the step size",
         "Update sparsity of the same RL run at several learning rates: with larger steps more sub-ULP "
         "updates cross the bf16 realization threshold and the apparent sparsity falls.",
+        renderer="figures.training:sec2_3",
     ),
     "restore_topk": Artifact(
         "figure",
@@ -232,6 +261,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "held-out problems (in-distribution) and on other task families (out-of-distribution) against p, "
         "beside the base (dashed) and the SFT checkpoint (p = 0). Each restored checkpoint's difference from the "
         "SFT checkpoint is paired over problems; 'recovered' is (restored - SFT) / (base - SFT).",
+        renderer="figures.restoration:restore_topk",
     ),
     "restore_layers": Artifact(
         "figure",
@@ -239,6 +269,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "UV restoration by layer group: ID and OOD accuracy (arXiv 2508.16546)",
         "As restore_topk, restoring every singular direction of the matrices of the first, middle or last quarter "
         "of the decoder layers only.",
+        renderer="figures.restoration:restore_layers",
     ),
     "rotation_profile": Artifact(
         "figure",
@@ -248,6 +279,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "singular vectors (sign-invariant), averaged over matrices, beside the largest principal angle of the "
         "window of indices [i, i+w) (immune to swaps of near-degenerate pairs) and the relative singular-value "
         "change; per layer: the mean angle; right: in- and out-of-distribution pass@1 of each fine-tune and base.",
+        renderer="figures.restoration:rotation_profile",
     ),
     "sft_then_rl": Artifact(
         "figure",
@@ -256,6 +288,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "SFT checkpoints of one run at increasing step counts, and an RL run from each: in- and "
         "out-of-distribution pass@1 of the base, each SFT checkpoint and its RL continuation against SFT length; "
         "RL's gain over its SFT start is paired over problems.",
+        renderer="figures.restoration:sft_then_rl",
     ),
     "restore_table": Artifact(
         "table",
@@ -264,6 +297,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "The numbers of restore_topk and restore_layers: for the base, the SFT checkpoint and each restored "
         "checkpoint (top-p fraction or layer quarter, from its manifest), ID and OOD pass@1 with 95% bootstrap "
         "intervals, the paired difference from the SFT checkpoint, and the share of the SFT-to-base gap recovered.",
+        renderer="restoration_tables:restore_table",
     ),
     "rotation_table": Artifact(
         "table",
@@ -272,6 +306,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "The numbers of rotation_profile: per pair, the mean over matrices and indices of the per-index angle "
         "of the left (U) and right (V) singular vectors, of the window angle and of |relative singular-value "
         "change|, over the top quarter of the cached indices and over all of them, beside ID and OOD pass@1.",
+        renderer="restoration_tables:rotation_table",
     ),
     "sft_then_rl_table": Artifact(
         "table",
@@ -279,6 +314,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "SFT length sweep, then RL: accuracy and OOD recovered (arXiv 2508.16546)",
         "The numbers of sft_then_rl: per SFT length, ID and OOD pass@1 of the base, the SFT checkpoint and the RL "
         "run from it, RL's paired gain over its SFT start and the share of the SFT-to-base OOD gap RL recovers.",
+        renderer="restoration_tables:sft_then_rl_table",
     ),
     "claims": Artifact(
         "table",
@@ -287,6 +323,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Each of the paper's quantitative claims with what this configuration measured for it (the number and "
         "its interval where one exists), a verdict (holds / does not hold / inside the noise / not measured "
         "here) decided by the stated rule, and the artifact that shows it (offprincipal.claims).",
+        renderer="claims:claims_table",
     ),
 }
 
@@ -324,11 +361,10 @@ def artifact_inputs(
     finetuned = [pairs[p]["finetuned"] for p in pids]
     needs = ARTIFACTS[name].needs
 
-    def per_pair(file: str) -> list[str]:
-        return [f"{results}/pairs/{p}/{file}" for p in pids]
+    at = Layout(os.fspath(results))
 
-    def per_checkpoint(folder: str, suffix: str, ckpts: list[str]) -> list[str]:
-        return [f"{results}/{folder}/{c}{suffix}" for c in ckpts]
+    def per_pair(file: str) -> list[str]:
+        return [at.pair_file(p, file) for p in pids]
 
     inputs: dict[str, list[str]] = {}
     if "updates" in needs:
@@ -339,29 +375,29 @@ def artifact_inputs(
     if "masks" in needs:
         inputs["masks"] = per_pair("masks.npz")
     if "spectra" in needs:
-        inputs["base_spectra"] = per_checkpoint("spectra", ".safetensors", base)
-        inputs["ft_spectra"] = per_checkpoint("spectra", ".safetensors", finetuned)
+        inputs["base_spectra"] = [at.spectra(c) for c in base]
+        inputs["ft_spectra"] = [at.spectra(c) for c in finetuned]
     if "jaccard" in needs:
-        inputs["jaccard"] = [f"{results}/crossrun/{name}.csv"]
+        inputs["jaccard"] = [at.crossrun(name)]
     if "runlog" in needs:
-        inputs["runs"] = [f"{results}/runs/{_run_of(name, c, checkpoints)}" for c in finetuned]
+        inputs["runs"] = [at.run_dir(_run_of(name, c, checkpoints)) for c in finetuned]
     if "eval" in needs:
         suite = spec["suite"]
-        inputs["base_eval"] = per_checkpoint(f"eval/{suite}", ".json", base)
-        inputs["ft_eval"] = per_checkpoint(f"eval/{suite}", ".json", finetuned)
-        inputs["paired"] = [f"{results}/eval/paired/{name}.csv"]
+        inputs["base_eval"] = [at.eval_result(suite, c) for c in base]
+        inputs["ft_eval"] = [at.eval_result(suite, c) for c in finetuned]
+        inputs["paired"] = [at.paired(name)]
         if spec.get("ood_suite"):
             ood = spec["ood_suite"]
-            inputs["base_eval_ood"] = per_checkpoint(f"eval/{ood}", ".json", base)
-            inputs["ft_eval_ood"] = per_checkpoint(f"eval/{ood}", ".json", finetuned)
-            inputs["paired_ood"] = [f"{results}/eval/paired/{name}.ood.csv"]
+            inputs["base_eval_ood"] = [at.eval_result(ood, c) for c in base]
+            inputs["ft_eval_ood"] = [at.eval_result(ood, c) for c in finetuned]
+            inputs["paired_ood"] = [at.paired(name, ood=True)]
     if "rotation" in needs:
         inputs["rotation"] = per_pair("rotation.csv")
         inputs["rotation_layers"] = per_pair("rotation_layers.csv")
     # every artifact's provenance sidecar records its checkpoints' manifests, so each render job
     # declares them (a training-log figure would otherwise race its run's final checkpoint)
-    inputs["base_manifests"] = per_checkpoint("checkpoints", ".json", base)
-    inputs["ft_manifests"] = per_checkpoint("checkpoints", ".json", finetuned)
+    inputs["base_manifests"] = [at.manifest(c) for c in base]
+    inputs["ft_manifests"] = [at.manifest(c) for c in finetuned]
     return inputs
 
 

@@ -9,28 +9,41 @@ and then no output file is left behind.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from offprincipal import claims, restoration_tables, tables
 from offprincipal.artifacts import ARTIFACTS
-from offprincipal.figures import FIGURES
 from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
 from offprincipal.figures.runlog import TrainingContext
 from offprincipal.io import write_table
 
-TABLES = {"table1": tables.table1, "table1_acc": tables.table1_acc, "table2": tables.table2, "table4": tables.table4,
-          "table5": tables.table5, "restore_table": restoration_tables.restore_table,
-          "rotation_table": restoration_tables.rotation_table, "sft_then_rl_table": restoration_tables.sft_then_rl_table,
-          "claims": claims.claims_table}
+__all__ = ["render_artifact", "renderer", "handled", "ArtifactInputError"]
 
-__all__ = ["render_artifact", "handled", "ArtifactInputError"]
+
+def renderer(name: str):
+    """The function the catalogue names for artifact ``name`` (``module:function`` under
+    ``offprincipal``): a figure's returns a matplotlib figure, a table's (CSV frame, Markdown frame)."""
+    if name not in ARTIFACTS:
+        raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.ARTIFACTS")
+    module, _, function = ARTIFACTS[name].renderer.partition(":")
+    try:
+        return getattr(importlib.import_module(f"offprincipal.{module}"), function)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"artifact {name!r}: renderer {ARTIFACTS[name].renderer!r} does not resolve: {err}") from None
 
 
 def handled() -> list[str]:
-    """Names of the artifacts this module renders."""
-    return sorted([*FIGURES, *TABLES])
+    """Names of the catalogued artifacts whose renderer resolves."""
+    out = []
+    for name in ARTIFACTS:
+        try:
+            renderer(name)
+        except ValueError:
+            continue
+        out.append(name)
+    return sorted(out)
 
 
 def _by_suffix(name: str, outputs: list[str], suffixes: tuple[str, ...]) -> list[str]:
@@ -59,23 +72,19 @@ def render_artifact(
 
     ``runs``: the config entries of the training runs behind the pairs (run id → entry), for
     the artifacts that read training runs."""
-    if name not in FIGURES and name not in TABLES:
-        known = ", ".join(handled())
-        raise ValueError(f"no renderer for artifact {name!r} (handled: {known})")
-    if name not in ARTIFACTS:
-        raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.ARTIFACTS")
+    render = renderer(name)
     ctx = TrainingContext(name=name, inputs=dict(inputs), spec=dict(spec), pairs=dict(pairs), synthetic=bool(synthetic),
                           config_name=config_name, metrics=dict(metrics or {}), runs=dict(runs or {}))
     try:
-        if name in TABLES:
+        if ARTIFACTS[name].kind == "table":
             csv, md = _by_suffix(name, outputs, ("csv", "md"))
-            table, display = TABLES[name](ctx)
+            table, display = render(ctx)
             write_table(table, csv)
             write_table(display, md)
         else:
             pdf, png = _by_suffix(name, outputs, ("pdf", "png"))
             with plt.rc_context(STYLE):
-                fig = FIGURES[name](ctx)
+                fig = render(ctx)
                 save_figure(fig, pdf, png)
     except BaseException:
         plt.close("all")
