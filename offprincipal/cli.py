@@ -27,11 +27,12 @@ from pathlib import Path
 
 from offprincipal.checkpoints.pinning import PinningError, pin_revisions
 from offprincipal.config import ConfigError, load
+from offprincipal.layout import Layout
 
 
 def _pin(args: argparse.Namespace) -> int:
     config = load(args.config)
-    manifests = args.manifests or Path(config["paths"]["results"]) / config["name"] / "checkpoints"
+    manifests = args.manifests or Path(Layout.of(config).manifests_dir())
     pins, not_fetched = pin_revisions(args.config, manifests)
     for pin in pins:
         print(f"pinned {pin.checkpoint}: {pin.repo}@{pin.revision} -> {pin.commit}")

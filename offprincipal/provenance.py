@@ -25,6 +25,8 @@ from pathlib import Path
 
 from offprincipal.checkpoints.local import header_fingerprint
 from offprincipal.io import write_json
+from offprincipal.layout import Layout
+from offprincipal.training.run_directory import RUN_MANIFEST
 
 #: distributions whose versions every sidecar records ("not installed" where absent)
 PACKAGES = ("torch", "transformers", "safetensors", "verl", "vllm", "lm-eval", "snakemake")
@@ -128,7 +130,7 @@ def checkpoint_record(ckpt: str, manifest: str | os.PathLike, results: Path) -> 
                                   f"(path: {m.get('path')!r}) to fingerprint")
         rec["fingerprint"] = header_fingerprint(d, shards)
     if m.get("source") == "run":
-        run_json = results / "runs" / str(m["run"]) / "run.json"
+        run_json = Path(Layout(str(results)).run_dir(str(m["run"]))) / RUN_MANIFEST
         if not run_json.is_file():
             raise ProvenanceError(f"checkpoint '{ckpt}': its run's manifest {run_json} does not exist")
         run = json.loads(run_json.read_text())
@@ -158,7 +160,7 @@ def build_record(
     ckpts = sorted({c for p in params["pairs"].values() for c in (p["base"], p["finetuned"])})
     records = {}
     for c in ckpts:
-        manifest = (root / "checkpoints" / f"{c}.json").absolute()
+        manifest = Path(Layout(str(root)).manifest(c)).absolute()
         if manifest not in declared:
             raise ProvenanceError(f"{artifact}: the manifest {manifest} of checkpoint '{c}' is not among the "
                                   f"render job's declared inputs ({', '.join(MANIFEST_KEYS)})")

@@ -35,6 +35,7 @@ from offprincipal.compare.setup import CONFIG_NAME, MARKER, RESULTS_NAME, build_
 from offprincipal.compare.sources import SourceError, parse_sources
 from offprincipal.config import ConfigError
 from offprincipal.io import atomic_path
+from offprincipal.layout import Layout
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
@@ -145,7 +146,7 @@ def _job_errors(logs: Path, since: float) -> list[str]:
 
 def _fail(results: Path, since: float, what: str) -> int:
     print(f"\noffprincipal compare: {what} failed; no report was written.", file=sys.stderr)
-    for line in _job_errors(results / "logs", since):
+    for line in _job_errors(Path(Layout(str(results)).logs_dir()), since):
         print(f"  {line}", file=sys.stderr)
     return 1
 
@@ -203,12 +204,13 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise CompareError(f"the generated config is invalid (please report this): {err}") from None
     print(f"config: {cfg_path}")
     results = out / RESULTS_NAME
-    report_dir = results / "compare" / ids[0]
-    report = str(report_dir / "report.html")
+    layout = Layout(str(results))
+    report = layout.compare_file(ids[0], "report.html")
+    report_dir = Path(report).parent
     if args.dry_run:
         return _snakemake(out, [report], args, extra, small=small)
-    lineage = [str(results / "pairs" / pair_id(ids[0], cid) / "lineage.json") for cid in ids[1:]]
-    print(f"job logs (progress bars of the long passes): {results / 'logs'}/<rule>/<name>.log")
+    lineage = [layout.pair_file(pair_id(ids[0], cid), "lineage.json") for cid in ids[1:]]
+    print(f"job logs (progress bars of the long passes): {Path(layout.log('<rule>', '<name>'))}")
     if _snakemake(out, lineage, args, extra, small=small) != 0:
         return _fail(results, started, "fetching the checkpoints or the lineage check")
     for path in lineage:

@@ -6,21 +6,21 @@ rule render_figure:
     input:
         unpack(figure_inputs),
     output:
-        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
+        pdf=LAYOUT.artifact_file("{figure}", "figure", "pdf"),
         provenance=report(
-            f"{RESULTS}/figures/{{figure}}.provenance.json",
+            LAYOUT.sidecar("{figure}", "figure"),
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"artifact": "{figure}"},
         ),
         png=report(
-            f"{RESULTS}/figures/{{figure}}.png",
+            LAYOUT.artifact_file("{figure}", "figure", "png"),
             caption="../report/artifact.rst",
             category="Figures",
             labels={"artifact": "{figure}"},
         ),
     log:
-        f"{RESULTS}/logs/render_figure/{{figure}}.log",
+        LAYOUT.log("render_figure", "{figure}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:
@@ -35,20 +35,20 @@ rule render_table:
         unpack(table_inputs),
     output:
         csv=report(
-            f"{RESULTS}/tables/{{table}}.csv",
+            LAYOUT.artifact_file("{table}", "table", "csv"),
             caption="../report/artifact.rst",
             category="Tables",
             labels={"artifact": "{table}"},
         ),
-        md=f"{RESULTS}/tables/{{table}}.md",
+        md=LAYOUT.artifact_file("{table}", "table", "md"),
         provenance=report(
-            f"{RESULTS}/tables/{{table}}.provenance.json",
+            LAYOUT.sidecar("{table}", "table"),
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"artifact": "{table}"},
         ),
     log:
-        f"{RESULTS}/logs/render_table/{{table}}.log",
+        LAYOUT.log("render_table", "{table}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:
@@ -65,20 +65,20 @@ rule render_claims:
         unpack(claims_inputs_of),
     output:
         csv=report(
-            f"{RESULTS}/tables/claims.csv",
+            LAYOUT.artifact_file("claims", "table", "csv"),
             caption="../report/artifact.rst",
             category="Claims",
             labels={"artifact": "claims"},
         ),
-        md=f"{RESULTS}/tables/claims.md",
+        md=LAYOUT.artifact_file("claims", "table", "md"),
         provenance=report(
-            f"{RESULTS}/tables/claims.provenance.json",
+            LAYOUT.sidecar("claims", "table"),
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"artifact": "claims"},
         ),
     log:
-        f"{RESULTS}/logs/render_table/claims.log",
+        LAYOUT.log("render_table", "claims"),
     conda:
         "../../envs/offprincipal.yaml"
     params:

@@ -4,15 +4,15 @@
 # `snakemake fetch`: only the Hub downloads (then `offprincipal pin-revisions CONFIG`)
 rule fetch:
     input:
-        [manifest(c) for c in checkpoints_from("hub")],
+        [LAYOUT.manifest(c) for c in checkpoints_from("hub")],
     localrule: True
 
 
 rule fetch_checkpoint:
     output:
-        f"{RESULTS}/checkpoints/{{hub_ckpt}}.json",
+        LAYOUT.manifest("{hub_ckpt}"),
     log:
-        f"{RESULTS}/logs/fetch_checkpoint/{{hub_ckpt}}.log",
+        LAYOUT.log("fetch_checkpoint", "{hub_ckpt}"),
     retries: 2
     conda:
         "../../envs/offprincipal.yaml"
@@ -27,10 +27,10 @@ rule synthesize_checkpoint:
     input:
         synthetic_parent_manifest,
     output:
-        checkpoint=directory(f"{RESULTS}/checkpoints/{{syn_ckpt}}"),
-        manifest=f"{RESULTS}/checkpoints/{{syn_ckpt}}.json",
+        checkpoint=directory(LAYOUT.checkpoint("{syn_ckpt}")),
+        manifest=LAYOUT.manifest("{syn_ckpt}"),
     log:
-        f"{RESULTS}/logs/synthesize_checkpoint/{{syn_ckpt}}.log",
+        LAYOUT.log("synthesize_checkpoint", "{syn_ckpt}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:
@@ -51,9 +51,9 @@ rule register_local_checkpoint:
             CHECKPOINTS[wildcards.local_ckpt]["path"]
         ),
     output:
-        f"{RESULTS}/checkpoints/{{local_ckpt}}.json",
+        LAYOUT.manifest("{local_ckpt}"),
     log:
-        f"{RESULTS}/logs/register_local_checkpoint/{{local_ckpt}}.log",
+        LAYOUT.log("register_local_checkpoint", "{local_ckpt}"),
     localrule: True
     conda:
         "../../envs/offprincipal.yaml"
@@ -69,10 +69,10 @@ rule merge_verl_checkpoint:
             CHECKPOINTS[wildcards.verl_ckpt]["path"]
         ),
     output:
-        checkpoint=directory(f"{RESULTS}/checkpoints/{{verl_ckpt}}"),
-        manifest=f"{RESULTS}/checkpoints/{{verl_ckpt}}.json",
+        checkpoint=directory(LAYOUT.checkpoint("{verl_ckpt}")),
+        manifest=LAYOUT.manifest("{verl_ckpt}"),
     log:
-        f"{RESULTS}/logs/merge_verl_checkpoint/{{verl_ckpt}}.log",
+        LAYOUT.log("merge_verl_checkpoint", "{verl_ckpt}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:

@@ -15,13 +15,16 @@ from offprincipal.artifacts import (
     outputs,
 )
 from offprincipal.config import check_references
+from offprincipal.layout import Layout
 from offprincipal.evaluation.stage import suite_settings
 from offprincipal.evaluation.suites import with_defaults
 
 validate(config, "../schemas/config.schema.yaml")
 check_references(config)
 
-RESULTS = f"{config['paths']['results']}/{config['name']}"
+# every path under this config's results folder (offprincipal.layout)
+LAYOUT = Layout.of(config)
+RESULTS = LAYOUT.root
 CHECKPOINTS = config["checkpoints"]
 PAIRS = config["pairs"]
 ARTIFACT_SPECS = config["artifacts"]
@@ -73,30 +76,21 @@ wildcard_constraints:
     evaluated=ids_regex(a for a in ARTIFACT_SPECS if "eval" in ARTIFACTS[a].needs),
 
 
-def manifest(ckpt):
-    return f"{RESULTS}/checkpoints/{ckpt}.json"
-
-
-def spectra(ckpt):
-    return f"{RESULTS}/spectra/{ckpt}.safetensors"
-
-
-def pair_file(pair, name):
-    return f"{RESULTS}/pairs/{pair}/{name}"
-
-
 def synthetic_parent_manifest(wildcards):
     parent = CHECKPOINTS[wildcards.syn_ckpt].get("from")
-    return [manifest(parent)] if parent else []
+    return [LAYOUT.manifest(parent)] if parent else []
 
 
 def intervened_parent_manifest(wildcards):
-    return manifest(CHECKPOINTS[wildcards.int_ckpt]["from"])
+    return LAYOUT.manifest(CHECKPOINTS[wildcards.int_ckpt]["from"])
 
 
 def restored_parent_manifests(wildcards):
     spec = CHECKPOINTS[wildcards.rst_ckpt]
-    return {"base": manifest(spec["base"]), "finetuned": manifest(spec["finetuned"])}
+    return {
+        "base": LAYOUT.manifest(spec["base"]),
+        "finetuned": LAYOUT.manifest(spec["finetuned"]),
+    }
 
 
 def restored_recipe(wildcards):
@@ -109,19 +103,15 @@ def intervention_list(wildcards):
 
 
 def run_base_manifest(wildcards):
-    return manifest(RUNS[wildcards.run]["base"])
+    return LAYOUT.manifest(RUNS[wildcards.run]["base"])
 
 
 def run_config(wildcards):
     return RUNS[wildcards.run]
 
 
-def run_dir(run):
-    return f"{RESULTS}/runs/{run}"
-
-
 def run_dir_of_checkpoint(wildcards):
-    return run_dir(CHECKPOINTS[wildcards.run_ckpt]["run"])
+    return LAYOUT.run_dir(CHECKPOINTS[wildcards.run_ckpt]["run"])
 
 
 def run_checkpoint_step(wildcards):
@@ -136,20 +126,24 @@ def run_of(ckpt):
 
 def pair_manifests(wildcards):
     pair = PAIRS[wildcards.pair]
-    return {"base": manifest(pair["base"]), "ft": manifest(pair["finetuned"])}
+    return {
+        "base": LAYOUT.manifest(pair["base"]),
+        "ft": LAYOUT.manifest(pair["finetuned"]),
+    }
 
 
 def pair_spectra(wildcards):
     pair = PAIRS[wildcards.pair]
     return {
-        "base_spectra": spectra(pair["base"]),
-        "ft_spectra": spectra(pair["finetuned"]),
+        "base_spectra": LAYOUT.spectra(pair["base"]),
+        "ft_spectra": LAYOUT.spectra(pair["finetuned"]),
     }
 
 
 def crossrun_masks(wildcards):
     return [
-        pair_file(p, "masks.npz") for p in ARTIFACT_SPECS[wildcards.crossrun]["pairs"]
+        LAYOUT.pair_file(p, "masks.npz")
+        for p in ARTIFACT_SPECS[wildcards.crossrun]["pairs"]
     ]
 
 
@@ -252,10 +246,9 @@ def suite_caption(suite):
 
 
 def artifact_paths(name):
-    folder = "figures" if ARTIFACTS[name].kind == "figure" else "tables"
-    return [
-        f"{RESULTS}/{folder}/{name}.{ext}"
-        for ext in (*outputs(name), "provenance.json")
+    kind = ARTIFACTS[name].kind
+    return [LAYOUT.artifact_file(name, kind, ext) for ext in outputs(name)] + [
+        LAYOUT.sidecar(name, kind)
     ]
 
 
@@ -317,18 +310,14 @@ def toy_scope():
     )
 
 
-def eval_result(suite, ckpt):
-    return f"{RESULTS}/eval/{suite}/{ckpt}.json"
-
-
 def suite_reads_toy_data(suite):
     return any(task.startswith("toy:") for task in SUITES[suite]["tasks"])
 
 
 def evaluation_inputs(wildcards):
-    inputs = {"manifest": manifest(wildcards.ckpt)}
+    inputs = {"manifest": LAYOUT.manifest(wildcards.ckpt)}
     if suite_reads_toy_data(wildcards.suite):
-        inputs["data"] = f"{RESULTS}/toy/data"
+        inputs["data"] = LAYOUT.toy_data()
     return inputs
 
 
@@ -356,19 +345,19 @@ def contrasts_of(wildcards):
 def paired_results(wildcards):
     suite = ARTIFACT_SPECS[wildcards.evaluated]["suite"]
     ckpts = dict.fromkeys(c for contrast in contrasts_of(wildcards) for c in contrast)
-    return {c: eval_result(suite, c) for c in ckpts}
+    return {c: LAYOUT.eval_result(suite, c) for c in ckpts}
 
 
 def paired_results_ood(wildcards):
     suite = ARTIFACT_SPECS[wildcards.evaluated]["ood_suite"]
     ckpts = dict.fromkeys(c for contrast in contrasts_of(wildcards) for c in contrast)
-    return {c: eval_result(suite, c) for c in ckpts}
+    return {c: LAYOUT.eval_result(suite, c) for c in ckpts}
 
 
 def all_evaluation_outputs():
     """The evaluations the config lists besides those its artifacts read."""
     return [
-        eval_result(suite, ckpt)
+        LAYOUT.eval_result(suite, ckpt)
         for suite, ckpts in EVALUATIONS["checkpoints"].items()
         for ckpt in ckpts
     ]

@@ -8,9 +8,9 @@ rule lineage:
     input:
         unpack(pair_manifests),
     output:
-        f"{RESULTS}/pairs/{{pair}}/lineage.json",
+        LAYOUT.pair_file("{pair}", "lineage.json"),
     log:
-        f"{RESULTS}/logs/lineage/{{pair}}.log",
+        LAYOUT.log("lineage", "{pair}"),
     conda:
         "../../envs/offprincipal.yaml"
     script:
@@ -25,14 +25,14 @@ rule compare_report:
             )
         ),
     output:
-        html=f"{RESULTS}/compare/{{base_ckpt}}/report.html",
-        json=f"{RESULTS}/compare/{{base_ckpt}}/report.json",
-        sparsity=f"{RESULTS}/compare/{{base_ckpt}}/sparsity_layers.csv",
-        geometry=f"{RESULTS}/compare/{{base_ckpt}}/geometry_layers.csv",
-        jaccard=f"{RESULTS}/compare/{{base_ckpt}}/jaccard.csv",
-        consensus=f"{RESULTS}/compare/{{base_ckpt}}/consensus.csv",
+        html=LAYOUT.compare_file("{base_ckpt}", "report.html"),
+        json=LAYOUT.compare_file("{base_ckpt}", "report.json"),
+        sparsity=LAYOUT.compare_file("{base_ckpt}", "sparsity_layers.csv"),
+        geometry=LAYOUT.compare_file("{base_ckpt}", "geometry_layers.csv"),
+        jaccard=LAYOUT.compare_file("{base_ckpt}", "jaccard.csv"),
+        consensus=LAYOUT.compare_file("{base_ckpt}", "consensus.csv"),
     log:
-        f"{RESULTS}/logs/compare_report/{{base_ckpt}}.log",
+        LAYOUT.log("compare_report", "{base_ckpt}"),
     wildcard_constraints:
         base_ckpt=ids_regex({p["base"] for p in PAIRS.values()}),
     conda:

@@ -7,12 +7,12 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        result=f"{RESULTS}/eval/{{suite}}/{{ckpt}}.json",
-        samples=f"{RESULTS}/eval/{{suite}}/{{ckpt}}.samples.jsonl.gz",
+        result=LAYOUT.eval_result("{suite}", "{ckpt}"),
+        samples=LAYOUT.eval_samples("{suite}", "{ckpt}"),
     log:
-        f"{RESULTS}/logs/evaluate/{{suite}}/{{ckpt}}.log",
+        LAYOUT.log("evaluate", "{suite}", "{ckpt}"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{suite}}/{{ckpt}}.tsv"
+        LAYOUT.benchmark("evaluate", "{suite}", "{ckpt}")
     conda:
         EVALUATION_ENV
     threads: 1
@@ -30,9 +30,9 @@ rule paired_evaluations:
     input:
         unpack(paired_results),
     output:
-        f"{RESULTS}/eval/paired/{{evaluated}}.csv",
+        LAYOUT.paired("{evaluated}"),
     log:
-        f"{RESULTS}/logs/paired_evaluations/{{evaluated}}.log",
+        LAYOUT.log("paired_evaluations", "{evaluated}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:
@@ -46,9 +46,9 @@ rule paired_evaluations_ood:
     input:
         unpack(paired_results_ood),
     output:
-        f"{RESULTS}/eval/paired/{{evaluated}}.ood.csv",
+        LAYOUT.paired("{evaluated}", ood=True),
     log:
-        f"{RESULTS}/logs/paired_evaluations_ood/{{evaluated}}.log",
+        LAYOUT.log("paired_evaluations_ood", "{evaluated}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:

@@ -6,12 +6,12 @@ rule compare_pair:
     input:
         unpack(pair_manifests),
     output:
-        updates=f"{RESULTS}/pairs/{{pair}}/updates.csv",
-        masks=f"{RESULTS}/pairs/{{pair}}/masks.npz",
+        updates=LAYOUT.pair_file("{pair}", "updates.csv"),
+        masks=LAYOUT.pair_file("{pair}", "masks.npz"),
     log:
-        f"{RESULTS}/logs/compare_pair/{{pair}}.log",
+        LAYOUT.log("compare_pair", "{pair}"),
     benchmark:
-        f"{RESULTS}/benchmarks/compare_pair/{{pair}}.tsv"
+        LAYOUT.benchmark("compare_pair", "{pair}")
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
@@ -26,13 +26,13 @@ rule compare_pair:
 
 rule spectra:
     input:
-        manifest=f"{RESULTS}/checkpoints/{{ckpt}}.json",
+        manifest=LAYOUT.manifest("{ckpt}"),
     output:
-        f"{RESULTS}/spectra/{{ckpt}}.safetensors",
+        LAYOUT.spectra("{ckpt}"),
     log:
-        f"{RESULTS}/logs/spectra/{{ckpt}}.log",
+        LAYOUT.log("spectra", "{ckpt}"),
     benchmark:
-        f"{RESULTS}/benchmarks/spectra/{{ckpt}}.tsv"
+        LAYOUT.benchmark("spectra", "{ckpt}")
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
@@ -52,14 +52,14 @@ rule pair_geometry:
     input:
         unpack(pair_manifests),
         unpack(pair_spectra),
-        masks=f"{RESULTS}/pairs/{{pair}}/masks.npz",
+        masks=LAYOUT.pair_file("{pair}", "masks.npz"),
     output:
-        geometry=f"{RESULTS}/pairs/{{pair}}/geometry.csv",
-        angles=f"{RESULTS}/pairs/{{pair}}/angles.csv",
+        geometry=LAYOUT.pair_file("{pair}", "geometry.csv"),
+        angles=LAYOUT.pair_file("{pair}", "angles.csv"),
     log:
-        f"{RESULTS}/logs/pair_geometry/{{pair}}.log",
+        LAYOUT.log("pair_geometry", "{pair}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pair_geometry/{{pair}}.tsv"
+        LAYOUT.benchmark("pair_geometry", "{pair}")
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
@@ -81,9 +81,9 @@ rule crossrun_jaccard:
     input:
         crossrun_masks,
     output:
-        f"{RESULTS}/crossrun/{{crossrun}}.csv",
+        LAYOUT.crossrun("{crossrun}"),
     log:
-        f"{RESULTS}/logs/crossrun_jaccard/{{crossrun}}.log",
+        LAYOUT.log("crossrun_jaccard", "{crossrun}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:

@@ -7,12 +7,12 @@ rule restore_checkpoint:
     input:
         unpack(restored_parent_manifests),
     output:
-        checkpoint=directory(f"{RESULTS}/checkpoints/{{rst_ckpt}}"),
-        manifest=f"{RESULTS}/checkpoints/{{rst_ckpt}}.json",
+        checkpoint=directory(LAYOUT.checkpoint("{rst_ckpt}")),
+        manifest=LAYOUT.manifest("{rst_ckpt}"),
     log:
-        f"{RESULTS}/logs/restore_checkpoint/{{rst_ckpt}}.log",
+        LAYOUT.log("restore_checkpoint", "{rst_ckpt}"),
     benchmark:
-        f"{RESULTS}/benchmarks/restore_checkpoint/{{rst_ckpt}}.tsv"
+        LAYOUT.benchmark("restore_checkpoint", "{rst_ckpt}")
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
@@ -28,10 +28,10 @@ rule pair_rotation:
     input:
         unpack(pair_spectra),
     output:
-        curve=f"{RESULTS}/pairs/{{pair}}/rotation.csv",
-        layers=f"{RESULTS}/pairs/{{pair}}/rotation_layers.csv",
+        curve=LAYOUT.pair_file("{pair}", "rotation.csv"),
+        layers=LAYOUT.pair_file("{pair}", "rotation_layers.csv"),
     log:
-        f"{RESULTS}/logs/pair_rotation/{{pair}}.log",
+        LAYOUT.log("pair_rotation", "{pair}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:

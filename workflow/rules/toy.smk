@@ -4,9 +4,9 @@
 
 rule toy_datasets:
     output:
-        directory(f"{RESULTS}/toy/data"),
+        directory(LAYOUT.toy_data()),
     log:
-        f"{RESULTS}/logs/toy_datasets.log",
+        LAYOUT.log("toy_datasets"),
     conda:
         "../../envs/offprincipal.yaml"
     params:
@@ -18,14 +18,14 @@ rule toy_datasets:
 
 rule pretrain_toy_base:
     input:
-        data=f"{RESULTS}/toy/data",
+        data=LAYOUT.toy_data(),
     output:
-        checkpoint=directory(f"{RESULTS}/checkpoints/{{toy_ckpt}}"),
-        manifest=f"{RESULTS}/checkpoints/{{toy_ckpt}}.json",
+        checkpoint=directory(LAYOUT.checkpoint("{toy_ckpt}")),
+        manifest=LAYOUT.manifest("{toy_ckpt}"),
     log:
-        f"{RESULTS}/logs/pretrain_toy_base/{{toy_ckpt}}.log",
+        LAYOUT.log("pretrain_toy_base", "{toy_ckpt}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain_toy_base/{{toy_ckpt}}.tsv"
+        LAYOUT.benchmark("pretrain_toy_base", "{toy_ckpt}")
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
@@ -40,10 +40,10 @@ rule intervene:
     input:
         parent=intervened_parent_manifest,
     output:
-        checkpoint=directory(f"{RESULTS}/checkpoints/{{int_ckpt}}"),
-        manifest=f"{RESULTS}/checkpoints/{{int_ckpt}}.json",
+        checkpoint=directory(LAYOUT.checkpoint("{int_ckpt}")),
+        manifest=LAYOUT.manifest("{int_ckpt}"),
     log:
-        f"{RESULTS}/logs/intervene/{{int_ckpt}}.log",
+        LAYOUT.log("intervene", "{int_ckpt}"),
     conda:
         "../../envs/offprincipal.yaml"
     params:

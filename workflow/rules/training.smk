@@ -9,10 +9,10 @@
 
 rule hub_dataset:
     output:
-        dataset=directory(f"{RESULTS}/datasets/{{hub_ds}}"),
-        manifest=f"{RESULTS}/datasets/{{hub_ds}}.json",
+        dataset=directory(LAYOUT.dataset("{hub_ds}")),
+        manifest=LAYOUT.dataset_manifest("{hub_ds}"),
     log:
-        f"{RESULTS}/logs/hub_dataset/{{hub_ds}}.log",
+        LAYOUT.log("hub_dataset", "{hub_ds}"),
     wildcard_constraints:
         hub_ds=ids_regex(datasets_from("hub")),
     retries: 2
@@ -27,12 +27,12 @@ rule hub_dataset:
 
 rule toy_dataset_parquet:
     input:
-        data=f"{RESULTS}/toy/data",
+        data=LAYOUT.toy_data(),
     output:
-        dataset=directory(f"{RESULTS}/datasets/{{toy_ds}}"),
-        manifest=f"{RESULTS}/datasets/{{toy_ds}}.json",
+        dataset=directory(LAYOUT.dataset("{toy_ds}")),
+        manifest=LAYOUT.dataset_manifest("{toy_ds}"),
     log:
-        f"{RESULTS}/logs/toy_dataset_parquet/{{toy_ds}}.log",
+        LAYOUT.log("toy_dataset_parquet", "{toy_ds}"),
     wildcard_constraints:
         toy_ds=ids_regex(datasets_from("toy")),
     conda:
@@ -46,13 +46,13 @@ rule toy_dataset_parquet:
 rule train_run:
     input:
         base=run_base_manifest,
-        data=f"{RESULTS}/toy/data",
+        data=LAYOUT.toy_data(),
     output:
-        directory(f"{RESULTS}/runs/{{run}}"),
+        directory(LAYOUT.run_dir("{run}")),
     log:
-        f"{RESULTS}/logs/train_run/{{run}}.log",
+        LAYOUT.log("train_run", "{run}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_run/{{run}}.tsv"
+        LAYOUT.benchmark("train_run", "{run}")
     wildcard_constraints:
         run=ids_regex(runs_of("trl")),
     conda:
@@ -70,9 +70,9 @@ rule training_masks:
     input:
         base=run_base_manifest,
     output:
-        f"{RESULTS}/training_masks/{{run}}.npz",
+        LAYOUT.training_mask("{run}"),
     log:
-        f"{RESULTS}/logs/training_masks/{{run}}.log",
+        LAYOUT.log("training_masks", "{run}"),
     wildcard_constraints:
         run=ids_regex([r for r in runs_of("verl") if is_masked(r)]),
     conda:
@@ -88,9 +88,9 @@ rule pissa_init:
     input:
         base=run_base_manifest,
     output:
-        directory(f"{RESULTS}/pissa/{{run}}"),
+        directory(LAYOUT.pissa_init("{run}")),
     log:
-        f"{RESULTS}/logs/pissa_init/{{run}}.log",
+        LAYOUT.log("pissa_init", "{run}"),
     wildcard_constraints:
         run=ids_regex([r for r in runs_of("verl") if is_pissa(r)]),
     conda:
@@ -106,11 +106,11 @@ rule train_verl_run:
     input:
         unpack(verl_run_inputs),
     output:
-        directory(f"{RESULTS}/runs/{{run}}"),
+        directory(LAYOUT.run_dir("{run}")),
     log:
-        f"{RESULTS}/logs/train_verl_run/{{run}}.log",
+        LAYOUT.log("train_verl_run", "{run}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_verl_run/{{run}}.tsv"
+        LAYOUT.benchmark("train_verl_run", "{run}")
     wildcard_constraints:
         run=ids_regex(runs_of("verl")),
     retries: training_retries()
@@ -122,7 +122,7 @@ rule train_verl_run:
         run=run_config,
         resources=verl_resources,
         # outside the rule's outputs: Snakemake deletes those on failure, verl resumes from here
-        state_dir=lambda wc: f"{RESULTS}/train_state/{wc.run}",
+        state_dir=lambda wc: LAYOUT.train_state(wc.run),
         # multi-node runs: the Ray launcher's CPUs per node, start timeout and network interfaces
         ray=ray_launcher_settings(),
     script:
@@ -131,11 +131,11 @@ rule train_verl_run:
 
 rule merge_verl_step:
     input:
-        run=f"{RESULTS}/runs/{{run}}",
+        run=LAYOUT.run_dir("{run}"),
     output:
-        directory(f"{RESULTS}/merged/{{run}}/{{merged_step}}"),
+        directory(LAYOUT.merged_step("{run}", "{merged_step}")),
     log:
-        f"{RESULTS}/logs/merge_verl_step/{{run}}/{{merged_step}}.log",
+        LAYOUT.log("merge_verl_step", "{run}", "{merged_step}"),
     wildcard_constraints:
         run=ids_regex(runs_of("verl")),
         merged_step="step_[0-9]+|final",
@@ -151,12 +151,12 @@ rule merge_verl_step:
 rule check_frozen:
     input:
         base=run_base_manifest,
-        run=f"{RESULTS}/runs/{{run}}",
-        merged=f"{RESULTS}/merged/{{run}}/{{merged_step}}",
+        run=LAYOUT.run_dir("{run}"),
+        merged=LAYOUT.merged_step("{run}", "{merged_step}"),
     output:
-        f"{RESULTS}/checks/frozen/{{run}}/{{merged_step}}.json",
+        LAYOUT.frozen_check("{run}", "{merged_step}"),
     log:
-        f"{RESULTS}/logs/check_frozen/{{run}}/{{merged_step}}.log",
+        LAYOUT.log("check_frozen", "{run}", "{merged_step}"),
     wildcard_constraints:
         run=ids_regex([r for r in runs_of("verl") if is_masked(r)]),
         merged_step="step_[0-9]+|final",
@@ -170,9 +170,9 @@ rule run_checkpoint:
     input:
         unpack(run_checkpoint_inputs),
     output:
-        f"{RESULTS}/checkpoints/{{run_ckpt}}.json",
+        LAYOUT.manifest("{run_ckpt}"),
     log:
-        f"{RESULTS}/logs/run_checkpoint/{{run_ckpt}}.log",
+        LAYOUT.log("run_checkpoint", "{run_ckpt}"),
     localrule: True
     conda:
         ANALYSIS_ENV

@@ -28,7 +28,7 @@ def is_pissa(run):
 
 
 def dataset_dir(ds):
-    return f"{RESULTS}/datasets/{ds}"
+    return LAYOUT.dataset(ds)
 
 
 def toy_task_of_run(wildcards):
@@ -38,13 +38,13 @@ def toy_task_of_run(wildcards):
 def verl_run_inputs(wildcards):
     run = wildcards.run
     inputs = {
-        "base": manifest(RUNS[run]["base"]),
+        "base": LAYOUT.manifest(RUNS[run]["base"]),
         "data": dataset_dir(RUNS[run]["data"]),
     }
     if is_masked(run):
-        inputs["masks"] = f"{RESULTS}/training_masks/{run}.npz"
+        inputs["masks"] = LAYOUT.training_mask(run)
     if is_pissa(run):
-        inputs["pissa"] = f"{RESULTS}/pissa/{run}"
+        inputs["pissa"] = LAYOUT.pissa_init(run)
     return inputs
 
 
@@ -119,12 +119,12 @@ def run_checkpoint_inputs(wildcards):
     """
     ck = CHECKPOINTS[wildcards.run_ckpt]
     run = ck["run"]
-    inputs = {"run": run_dir(run)}
+    inputs = {"run": LAYOUT.run_dir(run)}
     if RUNS[run]["backend"] == "verl":
         name = merged_step_name(ck["step"])
-        inputs["merged"] = f"{RESULTS}/merged/{run}/{name}"
+        inputs["merged"] = LAYOUT.merged_step(run, name)
         if is_masked(run):
-            inputs["frozen_check"] = f"{RESULTS}/checks/frozen/{run}/{name}.json"
+            inputs["frozen_check"] = LAYOUT.frozen_check(run, name)
     return inputs
 
 
