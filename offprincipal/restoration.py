@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 
 from offprincipal.checkpoints.naming import classify
 from offprincipal.checkpoints.reader import INDEX_NAME
+from offprincipal.device import pick_device
 from offprincipal.io import atomic_dir, write_json
 
 RECORD_NAME = "restoration.json"
@@ -49,8 +50,10 @@ def restore_matrix(w_base: torch.Tensor, w_ft: torch.Tensor, p: float) -> torch.
         raise ValueError(f"restore_matrix needs two 2-D matrices of one shape, got {tuple(w_base.shape)} and {tuple(w_ft.shape)}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"top_p must be in [0, 1], got {p}")
-    ub, _, vbh = torch.linalg.svd(w_base.double(), full_matrices=False)
-    uf, sf, vfh = torch.linalg.svd(w_ft.double(), full_matrices=False)
+    # cuSOLVER's default driver (gesvdj) is iterative; gesvd matches LAPACK's accuracy
+    driver = "gesvd" if w_ft.is_cuda else None
+    ub, _, vbh = torch.linalg.svd(w_base.double(), full_matrices=False, driver=driver)
+    uf, sf, vfh = torch.linalg.svd(w_ft.double(), full_matrices=False, driver=driver)
     r = math.ceil(p * min(w_ft.shape))
     return (ub[:, :r] * sf[:r]) @ vbh[:r] + (uf[:, r:] * sf[r:]) @ vfh[r:]
 
@@ -94,6 +97,7 @@ def restore_checkpoint(
     *,
     top_p: float | None = None,
     layers: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Write the restored checkpoint to ``out_dir`` atomically: the fine-tune's shard layout,
     with restored matrices in bf16, every other tensor bitwise, the fine-tune's other
@@ -120,6 +124,7 @@ def restore_checkpoint(
             return False
         return chosen_layers is None or info.layer in chosen_layers
 
+    dev = pick_device(device)
     restored: list[str] = []
     with atomic_dir(out) as tmp:
         for fname in _shard_files(ft):
@@ -133,7 +138,7 @@ def restore_checkpoint(
                             raise KeyError(f"tensor {key} of fine-tune {ft} is missing from base {base}")
                         with safe_open(str(base / base_where[key]), framework="pt", device="cpu") as bh:
                             wb = bh.get_tensor(key)
-                        t = restore_matrix(wb, t, p).float().to(torch.bfloat16)
+                        t = restore_matrix(wb.to(dev), t.to(dev), p).float().to(torch.bfloat16).cpu()
                         restored.append(key)
                     tensors[key] = t.contiguous()
             save_file(tensors, str(tmp / fname), metadata=meta)
@@ -158,7 +163,7 @@ def restore_checkpoint(
 
 
 def build_restored(name: str, base_manifest, ft_manifest, out_dir, manifest, *, top_p: float | None = None,
-                   layers: str | None = None) -> dict:
+                   layers: str | None = None, device: str = "cpu") -> dict:
     """The workflow's restored checkpoint ``name``: restore the fine-tune a manifest names
     towards the base another names, into ``out_dir``, and write its manifest (the recipe and
     both parents) atomically after the checkpoint."""
@@ -170,7 +175,8 @@ def build_restored(name: str, base_manifest, ft_manifest, out_dir, manifest, *, 
         if not m.get("path"):
             raise ValueError(f"restored checkpoint '{name}': {side} manifest {path} names no local 'path'")
         parents[side] = m
-    rec = restore_checkpoint(parents["base"]["path"], parents["finetuned"]["path"], out_dir, top_p=top_p, layers=layers)
+    rec = restore_checkpoint(parents["base"]["path"], parents["finetuned"]["path"], out_dir, top_p=top_p, layers=layers,
+                             device=device)
     out = {
         "name": name,
         "source": "restored",

@@ -17,7 +17,8 @@ from offprincipal.config import load
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SLURM_ENV = {"SLURM_ACCOUNT": "acct42", "SLURM_CPU_PARTITION": "cpuq", "SLURM_GPU_PARTITION": "gpuq"}
-GPU_RULES = {"train_verl_run", "evaluate", "spectra", "pair_geometry"}
+SVD_RULES = {"spectra", "pair_geometry", "restore_checkpoint"}
+GPU_RULES = {"train_verl_run", "evaluate"} | SVD_RULES
 
 
 def parse_jobs(text: str) -> list[dict]:
@@ -94,8 +95,8 @@ def test_evaluations_ask_for_tensor_times_data_parallel_gpus(paper_jobs, paper_c
 
 def test_svd_passes_on_gpus_and_every_other_job_on_cpu_nodes(paper_jobs, paper_config):
     cluster = paper_config["cluster"]
-    svd = [j for j in paper_jobs if j["rule"] in ("spectra", "pair_geometry")]
-    assert {j["rule"] for j in svd} == {"spectra", "pair_geometry"}
+    svd = [j for j in paper_jobs if j["rule"] in SVD_RULES]
+    assert {j["rule"] for j in svd} == SVD_RULES
     for job in svd:
         res = job["resources"]
         assert res["gpu"] == str(cluster["svd_gpus"]) and res["slurm_partition"] == "gpuq"

@@ -1,9 +1,12 @@
 """What the workflow's ``compare_report`` rule reads for one base checkpoint, given the
-config's pairs and the path conventions of ``workflow/rules/common.smk``."""
+config's pairs and its result layout (:class:`offprincipal.layout.Layout`)."""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from offprincipal.layout import Layout
 
 PAIR_FILES = ("updates.csv", "geometry.csv", "angles.csv", "masks.npz", "lineage.json")
 
@@ -16,13 +19,15 @@ def pairs_of_base(base: str, pairs: Mapping[str, dict]) -> list[str]:
 def report_inputs(
     base: str,
     pairs: Mapping[str, dict],
-    pair_file: Callable[[str, str], str],
-    spectra: Callable[[str], str],
-    manifest: Callable[[str], str],
+    layout: "Layout",
 ) -> dict[str, list[str]]:
     ids = pairs_of_base(base, pairs)
-    files = {name.split(".")[0]: [pair_file(pid, name) for pid in ids] for name in PAIR_FILES}
-    files["base_spectra"] = [spectra(base)]
-    files["ft_spectra"] = [spectra(pairs[pid]["finetuned"]) for pid in ids]
-    files["manifests"] = [manifest(base)] + [manifest(pairs[pid]["finetuned"]) for pid in ids]
+    files = {
+        name.split(".")[0]: [layout.pair_file(pid, name) for pid in ids] for name in PAIR_FILES
+    }
+    files["base_spectra"] = [layout.spectra(base)]
+    files["ft_spectra"] = [layout.spectra(pairs[pid]["finetuned"]) for pid in ids]
+    files["manifests"] = [layout.manifest(base)] + [
+        layout.manifest(pairs[pid]["finetuned"]) for pid in ids
+    ]
     return files

@@ -20,9 +20,7 @@ rule lineage:
 rule compare_report:
     input:
         unpack(
-            lambda wildcards: report_inputs(
-                wildcards.base_ckpt, PAIRS, pair_file, spectra, manifest
-            )
+            lambda wildcards: report_inputs(wildcards.base_ckpt, PAIRS, LAYOUT)
         ),
     output:
         html=LAYOUT.compare_file("{base_ckpt}", "report.html"),

@@ -20,6 +20,7 @@ rule restore_checkpoint:
         **svd_rule_resources(),
     params:
         recipe=restored_recipe,
+        device=config["device"],
     script:
         "../scripts/restore-checkpoint.py"
 

@@ -9,4 +9,5 @@ build_restored(
     snakemake.output.checkpoint,
     snakemake.output.manifest,
     **snakemake.params.recipe,
+    device=snakemake.params.device,
 )
