@@ -19,9 +19,7 @@ rule lineage:
 
 rule compare_report:
     input:
-        unpack(
-            lambda wildcards: report_inputs(wildcards.base_ckpt, PAIRS, LAYOUT)
-        ),
+        unpack(lambda wildcards: report_inputs(wildcards.base_ckpt, PAIRS, LAYOUT)),
     output:
         html=LAYOUT.compare_file("{base_ckpt}", "report.html"),
         json=LAYOUT.compare_file("{base_ckpt}", "report.json"),
