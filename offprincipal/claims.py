@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from offprincipal.artifacts import CLAIMED
+from offprincipal.artifacts.catalogue import CLAIMED
 from offprincipal.figures import accuracy as acc
 from offprincipal.figures.common import ArtifactInputError, pooled_overlap, read_csv, updated_counts
 from offprincipal.figures.intervention import intervened_overlap, intervention_record

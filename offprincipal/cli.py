@@ -16,7 +16,7 @@ e.g. ``snakemake --configfile=config/paper.yaml --cores 4 fetch``.
 
 re-checks every artifact's provenance sidecar (``{figures,tables}/*.provenance.json``) against
 the files on disk and names each artifact whose inputs changed or are missing; exit 1 if any
-(see :mod:`offprincipal.provenance`).
+(see :mod:`offprincipal.artifacts.provenance`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _pin(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from offprincipal.provenance import verify
+    from offprincipal.artifacts.provenance import verify
 
     checked = verify(args.results)
     if not checked:

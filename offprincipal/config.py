@@ -210,7 +210,7 @@ def _check_evaluations(config: dict) -> None:
 
 
 def _check_artifact_evaluation(config: dict, aid: str, art: dict) -> None:
-    from offprincipal.artifacts import ARTIFACTS, OOD_ARTIFACTS
+    from offprincipal.artifacts.catalogue import ARTIFACTS, OOD_ARTIFACTS
 
     suites = config.get("evaluations", {}).get("suites", {})
     reads_eval = aid in ARTIFACTS and "eval" in ARTIFACTS[aid].needs

@@ -1,10 +1,10 @@
-"""offprincipal.artifacts.artifact_inputs: the files the workflow wires into each renderer."""
+"""offprincipal.artifacts.inputs.artifact_inputs: the files the workflow wires into each renderer."""
 
 from __future__ import annotations
 
 import pytest
 
-from offprincipal.artifacts import artifact_inputs, evaluation_contrasts
+from offprincipal.artifacts.inputs import artifact_inputs, evaluation_contrasts
 
 PAIRS = {"a": {"base": "b0", "finetuned": "r1_final"}, "c": {"base": "b0", "finetuned": "r2_s5"}}
 CHECKPOINTS = {

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from offprincipal import claims as C
-from offprincipal.artifacts import ARTIFACTS, CLAIMED, claims_inputs, claims_spec
+from offprincipal.artifacts.catalogue import ARTIFACTS, CLAIMED
+from offprincipal.artifacts.inputs import claims_inputs, claims_spec
 from offprincipal.figures.accuracy import Difference
 from offprincipal.figures.runlog import TrainingContext
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from offprincipal import provenance
+from offprincipal.artifacts import provenance
 from offprincipal.cli import main as cli_main
 from offprincipal.io import write_json
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from offprincipal.artifacts import ARTIFACTS, CLAIMED, DERIVED
+from offprincipal.artifacts.catalogue import ARTIFACTS, CLAIMED, DERIVED
 from offprincipal.config import load
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,11 +19,12 @@ import torch
 from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, cross_run_jaccard, pair_geometry
-from offprincipal.artifacts import ARTIFACTS, CHECKPOINT_ONLY, artifact_inputs, outputs
+from offprincipal.artifacts.catalogue import ARTIFACTS, CHECKPOINT_ONLY, outputs
+from offprincipal.artifacts.inputs import artifact_inputs
 from offprincipal.checkpoints.synthetic import build_base, build_variant
 from offprincipal.figures.common import ArtifactInputError, pooled_overlap
 from offprincipal.io import write_json
-from offprincipal.render import handled, render_artifact
+from offprincipal.artifacts.render import handled, render_artifact
 
 from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py
 

@@ -26,7 +26,8 @@ import torch
 from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, pair_geometry
-from offprincipal.artifacts import ARTIFACTS, artifact_inputs, evaluation_contrasts, outputs
+from offprincipal.artifacts.catalogue import ARTIFACTS, outputs
+from offprincipal.artifacts.inputs import artifact_inputs, evaluation_contrasts
 from offprincipal.evaluation.results import read_samples
 from offprincipal.evaluation.stage import evaluate_manifest, write_paired_table
 from offprincipal.figures.common import ArtifactInputError
@@ -35,7 +36,7 @@ from offprincipal.figures.rowcol import _checkpoints
 from offprincipal.figures.runlog import TrainingContext
 from offprincipal.interventions import RECORD_FORMAT, map_mask_forward
 from offprincipal.io import write_json
-from offprincipal.render import handled, render_artifact
+from offprincipal.artifacts.render import handled, render_artifact
 from offprincipal.training.masks import load_masks
 
 from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from offprincipal.artifacts import ARTIFACTS
+from offprincipal.artifacts.catalogue import ARTIFACTS
 from offprincipal.config import load
 
 REPO = Path(__file__).resolve().parent.parent

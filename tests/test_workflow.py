@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from offprincipal.artifacts import ARTIFACTS, CHECKPOINT_ONLY, DERIVED, OOD_ARTIFACTS
+from offprincipal.artifacts.catalogue import ARTIFACTS, CHECKPOINT_ONLY, DERIVED, OOD_ARTIFACTS
 from offprincipal.config import ConfigError, load, validate
 
 REPO = Path(__file__).resolve().parent.parent

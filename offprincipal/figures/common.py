@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from offprincipal.artifacts import ARTIFACTS  # noqa: E402
+from offprincipal.artifacts.catalogue import ARTIFACTS  # noqa: E402
 from offprincipal.io import atomic_path  # noqa: E402
 
 PNG_DPI = 150

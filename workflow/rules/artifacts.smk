@@ -24,6 +24,7 @@ rule render_figure:
     conda:
         "../../envs/offprincipal.yaml"
     params:
+        name="{figure}",
         artifact=figure_params,
         caption=figure_caption,
     script:
@@ -52,6 +53,7 @@ rule render_table:
     conda:
         "../../envs/offprincipal.yaml"
     params:
+        name="{table}",
         artifact=table_params,
         caption=table_caption,
     script:
@@ -82,6 +84,7 @@ rule render_claims:
     conda:
         "../../envs/offprincipal.yaml"
     params:
+        name="claims",
         artifact=claims_params,
         caption=claims_caption,
     script:

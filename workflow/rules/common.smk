@@ -5,14 +5,12 @@ import re
 from snakemake.utils import validate
 
 from offprincipal import cluster as cluster_resources
-from offprincipal.artifacts import (
-    ARTIFACTS,
-    CLAIMED,
+from offprincipal.artifacts.catalogue import ARTIFACTS, CLAIMED, outputs
+from offprincipal.artifacts.inputs import (
     artifact_inputs,
     claims_inputs,
     claims_spec,
     evaluation_contrasts,
-    outputs,
 )
 from offprincipal.config import check_references
 from offprincipal.layout import Layout
@@ -155,7 +153,7 @@ def spec_of(name):
 
 
 def inputs_of(name):
-    """Files an artifact reads under this config: offprincipal.artifacts.artifact_inputs."""
+    """Files an artifact reads under this config: offprincipal.artifacts.inputs.artifact_inputs."""
     if name == "claims":
         return claims_inputs(
             CLAIMED,

@@ -1,12 +1,11 @@
 from pathlib import Path
 
+from offprincipal.artifacts.provenance import build_record, write_sidecar
+from offprincipal.artifacts.render import render_artifact
 from offprincipal.jobs import setup_job
-from offprincipal.provenance import build_record, write_sidecar
-from offprincipal.render import render_artifact
 
 setup_job(snakemake.log[0])
-# the claims rule has no wildcard: its name is fixed
-name = snakemake.wildcards.get("figure") or snakemake.wildcards.get("table") or "claims"
+name = snakemake.params.name
 inputs = {key: list(files) for key, files in snakemake.input.items()}
 outputs = [path for key, path in snakemake.output.items() if key != "provenance"]
 render_artifact(name, inputs, outputs, **snakemake.params.artifact)

@@ -34,7 +34,7 @@ SUFFIX = ".provenance.json"
 #: input keys under which the render rules declare the checkpoint manifests a sidecar records
 MANIFEST_KEYS = ("base_manifests", "ft_manifests")
 SCHEMA = 1
-_PROJECT = Path(__file__).resolve().parents[1]
+_PROJECT = Path(__file__).resolve().parents[2]
 #: manifest fields that identify a checkpoint (the rest -- sizes, mtimes, paths -- are local facts)
 _CHECKPOINT_FIELDS = ("source", "repo", "revision", "commit", "run", "step", "fingerprint", "seed", "kind", "parent")
 #: run.json fields that say how a run was made (its metrics live in metrics.jsonl, hashed as an input)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from offprincipal.artifacts import ARTIFACTS
+from offprincipal.artifacts.catalogue import ARTIFACTS
 from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
 from offprincipal.figures.runlog import TrainingContext
 from offprincipal.io import write_table
@@ -26,7 +26,7 @@ def renderer(name: str):
     """The function the catalogue names for artifact ``name`` (``module:function`` under
     ``offprincipal``): a figure's returns a matplotlib figure, a table's (CSV frame, Markdown frame)."""
     if name not in ARTIFACTS:
-        raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.ARTIFACTS")
+        raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.catalogue.ARTIFACTS")
     module, _, function = ARTIFACTS[name].renderer.partition(":")
     try:
         return getattr(importlib.import_module(f"offprincipal.{module}"), function)
@@ -68,7 +68,7 @@ def render_artifact(
     metrics: dict,
     runs: dict | None = None,
 ) -> None:
-    """Render artifact ``name`` (a key of ``offprincipal.artifacts.ARTIFACTS``) to ``outputs``.
+    """Render artifact ``name`` (a key of ``offprincipal.artifacts.catalogue.ARTIFACTS``) to ``outputs``.
 
     ``runs``: the config entries of the training runs behind the pairs (run id → entry), for
     the artifacts that read training runs."""
