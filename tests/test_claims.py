@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offprincipal import claims as C
+from offprincipal.artifacts import claims as C
 from offprincipal.artifacts.catalogue import ARTIFACTS, CLAIMED
+from offprincipal.artifacts.data.accuracy import Difference
+from offprincipal.artifacts.data.context import TrainingContext
 from offprincipal.artifacts.inputs import claims_inputs, claims_spec
-from offprincipal.figures.accuracy import Difference
-from offprincipal.figures.runlog import TrainingContext
 
 
 def diff(d: float, lo: float, hi: float) -> Difference:

@@ -20,11 +20,12 @@ from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, cross_run_jaccard, pair_geometry
 from offprincipal.artifacts.catalogue import ARTIFACTS, CHECKPOINT_ONLY, outputs
+from offprincipal.artifacts.data.context import ArtifactInputError
+from offprincipal.artifacts.data.overlap import pooled_overlap
 from offprincipal.artifacts.inputs import artifact_inputs
-from offprincipal.checkpoints.synthetic import build_base, build_variant
-from offprincipal.figures.common import ArtifactInputError, pooled_overlap
-from offprincipal.io import write_json
 from offprincipal.artifacts.render import handled, render_artifact
+from offprincipal.checkpoints.synthetic import build_base, build_variant
+from offprincipal.io import write_json
 
 from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py
 

@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 
 from offprincipal.artifacts.catalogue import ARTIFACTS, OOD_ARTIFACTS
+from offprincipal.artifacts.data.context import ArtifactInputError, TrainingContext
+from offprincipal.artifacts.data.restoration import restoration_rows, rotation_curves, sft_then_rl_rows
 from offprincipal.artifacts.inputs import artifact_inputs, evaluation_contrasts
+from offprincipal.artifacts.render import handled, render_artifact
 from offprincipal.evaluation.results import SCHEMA, score_summary, write_result
 from offprincipal.evaluation.stage import write_paired_table
-from offprincipal.figures.common import ArtifactInputError
-from offprincipal.figures.restoration import restoration_rows, rotation_curves, sft_then_rl_rows
-from offprincipal.figures.runlog import TrainingContext
 from offprincipal.io import write_json
-from offprincipal.artifacts.render import handled, render_artifact
 
 ID_TASKS = ("toy:mul_mix_d3",)
 OOD_TASKS = ("toy:add_sub_d3", "toy:mod_chain_d2")

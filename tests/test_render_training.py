@@ -27,16 +27,15 @@ from safetensors.torch import load_file
 
 from offprincipal.analysis import compare_pair, compute_spectra, pair_geometry
 from offprincipal.artifacts.catalogue import ARTIFACTS, outputs
+from offprincipal.artifacts.data.context import ArtifactInputError, TrainingContext
+from offprincipal.artifacts.data.intervention import intervened_overlap
+from offprincipal.artifacts.figures.rowcol import _checkpoints
 from offprincipal.artifacts.inputs import artifact_inputs, evaluation_contrasts
+from offprincipal.artifacts.render import handled, render_artifact
 from offprincipal.evaluation.results import read_samples
 from offprincipal.evaluation.stage import evaluate_manifest, write_paired_table
-from offprincipal.figures.common import ArtifactInputError
-from offprincipal.figures.intervention import intervened_overlap
-from offprincipal.figures.rowcol import _checkpoints
-from offprincipal.figures.runlog import TrainingContext
 from offprincipal.interventions import RECORD_FORMAT, map_mask_forward
 from offprincipal.io import write_json
-from offprincipal.artifacts.render import handled, render_artifact
 from offprincipal.training.masks import load_masks
 
 from bitwise_reference import changed_bitwise  # tests/bitwise_reference.py

@@ -54,7 +54,7 @@ def test_every_artifact_is_rendered_from_toy_runs(toy_run):
 
 @pytest.mark.slow
 def test_claims_table_gives_every_claim_a_verdict_from_toy_runs(toy_run):
-    from offprincipal.claims import CLAIMS, NOT_MEASURED, VERDICTS
+    from offprincipal.artifacts.claims import CLAIMS, NOT_MEASURED, VERDICTS
 
     config = load(CONFIG)
     table = pd.read_csv(toy_run / "results" / config["name"] / "tables" / "claims.csv", keep_default_na=False)

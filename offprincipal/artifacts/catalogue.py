@@ -39,7 +39,7 @@ class Artifact:
     needs: tuple[str, ...]
     title: str
     caption: str
-    #: ``module:function`` under ``offprincipal`` that renders it (imported only when rendering,
+    #: ``module:function`` under ``offprincipal.artifacts`` that renders it (imported only when rendering,
     #: so the workflow reads the catalogue without loading matplotlib)
     renderer: str
 
@@ -54,7 +54,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "bitwise bf16 equality) and, beside it, by Mukherjee et al.'s absolute tolerance |dw| <= 1e-5, which "
         "counts real bf16 changes of small weights as unchanged (App. E.1). fp32-stored checkpoints are "
         "rounded to bf16 first. The paper's printed value is shown where it exists.",
-        renderer="tables:table1",
+        renderer="tables.paper:table1",
     ),
     "table2": Artifact(
         "table",
@@ -64,7 +64,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "restricted to one decoder block, beside the value expected if each run updated entries "
         "independently at its own density (pq/(p+q-pq)). Pooled = sum |A and B| / sum |A or B| over the "
         "block's matrices.",
-        renderer="tables:table2",
+        renderer="tables.paper:table2",
     ),
     "fig1c": Artifact(
         "figure",
@@ -190,7 +190,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "pass@1 (avg@k) of the base and the fine-tuned checkpoint on each task of the evaluation suite, with "
         "95% bootstrap intervals over problems, and the fine-tune's gain over its base with a paired bootstrap "
         "interval (problems resampled jointly). A view the paper does not print.",
-        renderer="tables:table1_acc",
+        renderer="tables.paper:table1_acc",
     ),
     "fig9": Artifact(
         "figure",
@@ -231,14 +231,14 @@ ARTIFACTS: dict[str, Artifact] = {
         "Table 4 — sparse RL with fixed masks: held-out accuracy",
         "Held-out pass@1 (avg@k) of the final checkpoints of dense RL and of RL restricted to each mask, "
         "with the share of parameters each mask leaves trainable and the run's update sparsity.",
-        renderer="tables:table4",
+        renderer="tables.paper:table4",
     ),
     "table5": Artifact(
         "table",
         ("eval", "updates", "runlog"),
         "Table 5 — sparse RL with fixed masks: accuracy at an intermediate step",
         "As Table 4, at an intermediate checkpoint of the same runs.",
-        renderer="tables:table5",
+        renderer="tables.paper:table5",
     ),
     "sec2_3": Artifact(
         "figure",
@@ -294,7 +294,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "The numbers of restore_topk and restore_layers: for the base, the SFT checkpoint and each restored "
         "checkpoint (top-p fraction or layer quarter, from its manifest), ID and OOD pass@1 with 95% bootstrap "
         "intervals, the paired difference from the SFT checkpoint, and the share of the SFT-to-base gap recovered.",
-        renderer="restoration_tables:restore_table",
+        renderer="tables.restoration:restore_table",
     ),
     "rotation_table": Artifact(
         "table",
@@ -303,7 +303,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "The numbers of rotation_profile: per pair, the mean over matrices and indices of the per-index angle "
         "of the left (U) and right (V) singular vectors, of the window angle and of |relative singular-value "
         "change|, over the top quarter of the cached indices and over all of them, beside ID and OOD pass@1.",
-        renderer="restoration_tables:rotation_table",
+        renderer="tables.restoration:rotation_table",
     ),
     "sft_then_rl_table": Artifact(
         "table",
@@ -311,7 +311,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "SFT length sweep, then RL: accuracy and OOD recovered (arXiv 2508.16546)",
         "The numbers of sft_then_rl: per SFT length, ID and OOD pass@1 of the base, the SFT checkpoint and the RL "
         "run from it, RL's paired gain over its SFT start and the share of the SFT-to-base OOD gap RL recovers.",
-        renderer="restoration_tables:sft_then_rl_table",
+        renderer="tables.restoration:sft_then_rl_table",
     ),
     "claims": Artifact(
         "table",
@@ -319,7 +319,7 @@ ARTIFACTS: dict[str, Artifact] = {
         "Claims — the paper's quantitative claims, measured here, with verdicts",
         "Each of the paper's quantitative claims with what this configuration measured for it (the number and "
         "its interval where one exists), a verdict (holds / does not hold / inside the noise / not measured "
-        "here) decided by the stated rule, and the artifact that shows it (offprincipal.claims).",
+        "here) decided by the stated rule, and the artifact that shows it (offprincipal.artifacts.claims).",
         renderer="claims:claims_table",
     ),
 }
@@ -330,7 +330,7 @@ OOD_ARTIFACTS = ("restore_topk", "restore_layers", "rotation_profile", "sft_then
 #: artifacts made from other artifacts' inputs rather than configured with pairs: rendered
 #: whenever the config renders any artifact they read
 DERIVED = ("claims",)
-#: the artifacts whose inputs the claims table reads (offprincipal.claims measures each claim
+#: the artifacts whose inputs the claims table reads (offprincipal.artifacts.claims measures each claim
 #: from the first of its artifacts the config renders, and checks that all are listed here)
 CLAIMED = ("table1", "table2", "fig4", "fig16", "fig17", "fig1c", "fig5", "fig7", "fig6", "fig9", "table4",
            "table5", "fig10", "fig11", "sec2_3", "rotation_table", "restore_table", "sft_then_rl_table")

@@ -3,7 +3,7 @@
 ``render_artifact`` is what ``workflow/scripts/render-artifact.py`` calls: figures are
 written as PDF + PNG (dpi 150), tables as CSV (full precision) + Markdown (rounded). All
 numbers come from the input files; a missing or incomplete input raises
-:class:`~offprincipal.figures.common.ArtifactInputError` naming the artifact and the file,
+:class:`~offprincipal.artifacts.data.context.ArtifactInputError` naming the artifact and the file,
 and then no output file is left behind.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from offprincipal.artifacts.catalogue import ARTIFACTS
-from offprincipal.figures.common import STYLE, ArtifactInputError, save_figure
-from offprincipal.figures.runlog import TrainingContext
+from offprincipal.artifacts.data.context import ArtifactInputError, TrainingContext
+from offprincipal.artifacts.figures.style import STYLE, save_figure
 from offprincipal.io import write_table
 
 __all__ = ["render_artifact", "renderer", "handled", "ArtifactInputError"]
@@ -24,12 +24,12 @@ __all__ = ["render_artifact", "renderer", "handled", "ArtifactInputError"]
 
 def renderer(name: str):
     """The function the catalogue names for artifact ``name`` (``module:function`` under
-    ``offprincipal``): a figure's returns a matplotlib figure, a table's (CSV frame, Markdown frame)."""
+    ``offprincipal.artifacts``): a figure's returns a matplotlib figure, a table's (CSV frame, Markdown frame)."""
     if name not in ARTIFACTS:
         raise ValueError(f"artifact {name!r} is not described in offprincipal.artifacts.catalogue.ARTIFACTS")
     module, _, function = ARTIFACTS[name].renderer.partition(":")
     try:
-        return getattr(importlib.import_module(f"offprincipal.{module}"), function)
+        return getattr(importlib.import_module(f"offprincipal.artifacts.{module}"), function)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"artifact {name!r}: renderer {ARTIFACTS[name].renderer!r} does not resolve: {err}") from None
 

@@ -1,7 +1,7 @@
 """The run-directory contract: what a training run leaves behind, whichever backend trained it.
 
 Both backends (:mod:`.trl_backend`, :mod:`.verl_backend`) write, and every reader
-(:mod:`offprincipal.figures.runlog`, :mod:`offprincipal.toy.world`, the workflow's checkpoint
+(:mod:`offprincipal.artifacts.data.runs`, :mod:`offprincipal.toy.world`, the workflow's checkpoint
 rules) reads, a run directory made of:
 
 ``run.json`` (:data:`RUN_MANIFEST`)

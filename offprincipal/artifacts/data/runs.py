@@ -1,30 +1,28 @@
-"""Shared readers of the training-run artifacts' inputs (Figs. 3, 6, 9-11, 14, 15, Sec. 2.3,
-Tables 4-5): run directories, checkpoint manifests, update sparsity (evaluations are read by
-:mod:`offprincipal.figures.accuracy`).
+"""Readers of the training-run artifacts' inputs (Figs. 3, 6, 9-11, 14, 15, Sec. 2.3, Tables 4-5,
+the claims about them): run directories, checkpoint manifests' steps, update sparsity
+(evaluations are read by :mod:`offprincipal.artifacts.data.accuracy`).
 
 A run directory follows :mod:`offprincipal.training.run_directory` (both training backends
 write it): ``run.json`` (the resolved :class:`~offprincipal.training.RunSpec` under ``spec``),
 ``metrics.jsonl`` (one JSON row per training step) and, for masked runs, ``masks.npz`` (the
 trainable entries).
 
-Every reader raises :class:`~offprincipal.figures.common.ArtifactInputError` naming the
+Every reader raises :class:`~offprincipal.artifacts.data.context.ArtifactInputError` naming the
 artifact and the file when an input is missing, unreadable or lacks what is needed.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from offprincipal.figures.common import ArtifactInputError, Context, check_file, read_csv
-
-from offprincipal.training.run_directory import CKPT_INFO, FINAL, MASK_FILE, METRICS_FILE, RUN_MANIFEST
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, read_csv, read_json, read_jsonl
+from offprincipal.training.run_directory import CKPT_INFO, FINAL, METRICS_FILE, RUN_MANIFEST
 
 #: the projections masks and adapters act on (offprincipal.training.masks.MASK_TARGET_KINDS)
 PROJ_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -39,14 +37,9 @@ MASK_NAMES = {
     "random": "random mask (safe density)",
 }
 ADAPTER_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "none": "full fine-tuning"}
-
-
-@dataclass
-class TrainingContext(Context):
-    """A :class:`Context` that also carries the config entries of the artifact's training
-    runs (run id → ``{"base", "data", "backend", "spec", "label"}``, the workflow's ``runs`` param)."""
-
-    runs: dict = field(default_factory=dict)
+#: the KL-to-base column a run logged, best first: the TRL backend measures the exact KL, verl
+#: (verl.md §7 option A) only the k3 estimator on its update mini-batches
+KL_COLUMNS = ("kl", "kl_k3")
 
 
 @dataclass
@@ -112,35 +105,6 @@ def run_dirs(ctx: Context) -> list[Path]:
             raise ArtifactInputError(f"{ctx.name}: input directory {p} (training run) does not exist")
         out.append(p)
     return out
-
-
-def read_jsonl(artifact: str, path: Path, what: str) -> list[dict]:
-    p = check_file(artifact, path, what)
-    rows = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ArtifactInputError(f"{artifact}: input file {p} ({what}) line {i} is not JSON: {err}") from None
-        if not isinstance(row, dict):
-            raise ArtifactInputError(f"{artifact}: input file {p} ({what}) line {i} is not a JSON object")
-        rows.append(row)
-    if not rows:
-        raise ArtifactInputError(f"{artifact}: input file {p} ({what}) has no rows")
-    return rows
-
-
-def read_json(artifact: str, path: str | os.PathLike, what: str) -> dict:
-    p = check_file(artifact, path, what)
-    try:
-        obj = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise ArtifactInputError(f"{artifact}: input file {p} ({what}) is not JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise ArtifactInputError(f"{artifact}: input file {p} ({what}) is not a JSON object")
-    return obj
 
 
 def read_run(ctx: Context, path: Path) -> Run:

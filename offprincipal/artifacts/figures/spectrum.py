@@ -12,18 +12,15 @@ import numpy as np
 from matplotlib.lines import Line2D
 from safetensors import safe_open
 
-from offprincipal.figures.common import (
+from offprincipal.artifacts.data.context import (
     ArtifactInputError,
     Context,
     check_file,
-    colors,
-    finish,
     finite_or_raise,
-    integer_layer_axis,
     layered,
-    new_figure,
     read_csv,
 )
+from offprincipal.artifacts.figures.style import colors, finish, integer_layer_axis, new_figure
 
 BASE_COLOR = "#555555"
 

@@ -8,17 +8,14 @@ the Markdown one for reading (display names, percentages rounded to 2 decimals).
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 
-from offprincipal.checkpoints.naming import classify
-from offprincipal.figures import accuracy as acc
-from offprincipal.figures.common import ArtifactInputError, Context, read_csv
-from offprincipal.figures.runlog import (
+from offprincipal.artifacts.data import accuracy as acc
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, read_csv
+from offprincipal.artifacts.data.crossrun import jaccard_rows
+from offprincipal.artifacts.data.runs import (
     ADAPTER_NAMES,
-    MASK_FILE,
     PROJ_KINDS,
     checkpoint_step,
     mask_text,
@@ -26,10 +23,11 @@ from offprincipal.figures.runlog import (
     read_updates,
     sparsity,
 )
+from offprincipal.checkpoints.naming import classify
 from offprincipal.metrics.masks import MaskFile, popcount
+from offprincipal.training.run_directory import MASK_FILE
 
 UPDATE_COLUMNS = ("name", "numel", "base_dtype", "ft_dtype", "changed_eta", "changed_abs")
-JACCARD_COLUMNS = ("run_a", "run_b", "jaccard_pooled", "baseline_pooled", "jaccard_mean", "baseline_mean")
 
 
 def _dtypes(series: pd.Series) -> str:
@@ -105,47 +103,9 @@ def _num(v, digits: int = 4) -> str:
     return "" if pd.isna(v) else f"{v:.{digits}f}"
 
 
-MEAN_ROW = "mean off-diagonal"
-
-
 def table2(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pairwise Jaccard rows in the order of the spec's runs, then their mean."""
-    path = ctx.files("jaccard", per_pair=False)[0]
-    df = read_csv(ctx.name, path, JACCARD_COLUMNS, "cross-run Jaccard")
-    runs = ctx.pair_ids
-    if len(runs) < 2:
-        raise ArtifactInputError(f"{ctx.name}: a cross-run comparison needs at least two runs, the spec lists {runs}")
-    index = {frozenset((a, b)): i for i, (a, b) in enumerate(zip(df["run_a"], df["run_b"]))}
-    order, missing = [], []
-    for a, b in itertools.combinations(runs, 2):
-        i = index.get(frozenset((a, b)))
-        if i is None:
-            missing.append(f"{a}/{b}")
-        else:
-            order.append(i)
-    if missing:
-        raise ArtifactInputError(f"{ctx.name}: input file {path} (cross-run Jaccard) lacks run pair(s) {missing}")
-    values = list(JACCARD_COLUMNS[2:])
-    rows = df.iloc[order].reset_index(drop=True)
-    if rows[values].isna().any().any():
-        raise ArtifactInputError(f"{ctx.name}: input file {path} (cross-run Jaccard) has empty values in {values}")
-    layer = ctx.spec.get("layer")
-    if "layer" in rows.columns:
-        have = rows["layer"].dropna().unique()
-        if layer is not None and (len(have) != 1 or int(have[0]) != int(layer)):
-            raise ArtifactInputError(
-                f"{ctx.name}: input file {path} (cross-run Jaccard) is for layer(s) {list(have)}, the spec asks for layer {layer}"
-            )
-        if layer is None and len(have) == 1:
-            layer = int(have[0])
-    keep = ["run_a", "run_b", *values] + (["n_tensors"] if "n_tensors" in rows.columns else [])
-    table = rows[keep].copy()
-    table["ratio_pooled"] = table["jaccard_pooled"] / table["baseline_pooled"]
-    mean = {"run_a": MEAN_ROW, "run_b": "", **{c: float(table[c].mean()) for c in [*values, "ratio_pooled"]}}
-    if "n_tensors" in table.columns:
-        mean["n_tensors"] = table["n_tensors"].iloc[0] if table["n_tensors"].nunique() == 1 else np.nan
-    table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
-    table["layer"] = layer if layer is not None else np.nan
+    table = jaccard_rows(ctx)
 
     def lab(pid):
         return ctx.pairs[pid].get("label", pid) if pid in ctx.pairs else pid

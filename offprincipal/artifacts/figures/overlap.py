@@ -12,20 +12,9 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from offprincipal.figures.common import (
-    ArtifactInputError,
-    Context,
-    colors,
-    finish,
-    integer_layer_axis,
-    layered,
-    new_figure,
-    pooled_overlap,
-    pooled_overlap_by_layer,
-    read_csv,
-    updated_counts,
-    wrap,
-)
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, layered, read_csv
+from offprincipal.artifacts.data.overlap import pooled_overlap, pooled_overlap_by_layer, updated_counts
+from offprincipal.artifacts.figures.style import colors, finish, integer_layer_axis, new_figure, wrap
 
 MASKS = {
     "princ": "principal mask",

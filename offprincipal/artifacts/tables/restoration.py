@@ -1,6 +1,6 @@
 """Tables of the UV-restoration family (Jin et al., arXiv 2508.16546), one per experiment:
 the numbers of the ``restore_topk`` / ``restore_layers``, ``rotation_profile`` and
-``sft_then_rl`` figures (:mod:`offprincipal.figures.restoration`), as a CSV at full precision
+``sft_then_rl`` figures (:mod:`offprincipal.artifacts.data.restoration`), as a CSV at full precision
 and a Markdown table for reading (pass@1 and differences in percent, 95% intervals)."""
 
 from __future__ import annotations
@@ -9,13 +9,8 @@ import math
 
 import pandas as pd
 
-from offprincipal.figures.common import Context
-from offprincipal.figures.restoration import (
-    restoration_rows,
-    rotation_accuracy_rows,
-    rotation_curves,
-    sft_then_rl_rows,
-)
+from offprincipal.artifacts.data.context import Context
+from offprincipal.artifacts.data.restoration import restoration_rows, rotation_summary, sft_then_rl_rows
 
 
 def _ci(v: float, lo: float, hi: float, signed: bool = False) -> str:
@@ -60,22 +55,7 @@ def rotation_table(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(c): per pair, the mean over matrices and indices of the per-index and window angles and
     of |Δσ/σ|, over all cached indices and over the top quarter, beside ID / OOD pass@1 of the
     pair's fine-tuned checkpoint."""
-    curves = rotation_curves(ctx)
-    accs = rotation_accuracy_rows(ctx).set_index("checkpoint")
-    rows = []
-    for pid in ctx.pair_ids:
-        cur = curves[curves.pair == pid]
-        top = cur[cur["index"] < max(1, len(cur) // 4)]
-        ft = ctx.pairs[pid]["finetuned"]
-        row = {"pair": pid, "base": ctx.pairs[pid]["base"], "finetuned": ft, "indices": len(cur)}
-        for part, df in (("all", cur), ("top_quarter", top)):
-            for col in ("left_deg", "right_deg", "left_window_deg", "right_window_deg", "abs_rel_sv_change"):
-                row[f"{col}_{part}"] = float(df[col].mean())
-        for side in ("id", "ood"):
-            row.update({f"{side}": accs.loc[ft, side], f"{side}_lo": accs.loc[ft, f"{side}_lo"],
-                        f"{side}_hi": accs.loc[ft, f"{side}_hi"]})
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    table = rotation_summary(ctx)
     display = pd.DataFrame({
         "pair": [f"{ctx.label(p)} ({ctx.pairs[p]['base']} → {ctx.pairs[p]['finetuned']})" for p in table.pair],
         "U angle, top quarter / all (°)": [f"{a:.2f} / {b:.2f}" for a, b in zip(table.left_deg_top_quarter, table.left_deg_all)],

@@ -15,13 +15,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Patch
 
-from offprincipal.figures.common import (
-    ArtifactInputError,
-    Context,
-    finish,
-    new_figure,
-    read_csv,
-)
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, read_csv
+from offprincipal.artifacts.figures.style import finish, new_figure
 from offprincipal.metrics.crossrun import consensus_counts, consensus_histogram, jaccard_matrix
 from offprincipal.metrics.masks import MaskFile, popcount
 

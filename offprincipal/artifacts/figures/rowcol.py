@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from offprincipal.figures.common import ArtifactInputError, Context, colors, finish
-from offprincipal.figures.runlog import checkpoint_step, read_json, read_updates, sparsity
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, read_json
+from offprincipal.artifacts.data.runs import checkpoint_step, read_updates, sparsity
+from offprincipal.artifacts.figures.style import colors, finish
 from offprincipal.metrics.crossrun import row_col_ratios
 from offprincipal.metrics.masks import MaskFile, popcount
 

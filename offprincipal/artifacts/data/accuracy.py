@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, read_csv
 from offprincipal.evaluation import stats
 from offprincipal.evaluation.results import BOOTSTRAP, ResultError, read_result
 from offprincipal.evaluation.stage import AVERAGE, PAIRED_COLUMNS
-from offprincipal.figures.common import ArtifactInputError, Context, read_csv
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,14 @@ import numpy as np
 import pandas as pd
 
 from offprincipal.artifacts.catalogue import CLAIMED
-from offprincipal.figures import accuracy as acc
-from offprincipal.figures.common import ArtifactInputError, pooled_overlap, read_csv, updated_counts
-from offprincipal.figures.intervention import intervened_overlap, intervention_record
-from offprincipal.figures.runlog import TrainingContext, read_runs, read_updates, sparsity
+from offprincipal.artifacts.data import accuracy as acc
+from offprincipal.artifacts.data.context import ArtifactInputError, TrainingContext, read_csv
+from offprincipal.artifacts.data.crossrun import MEAN_ROW, jaccard_rows
+from offprincipal.artifacts.data.intervention import intervened_overlap, intervention_record
+from offprincipal.artifacts.data.overlap import pooled_overlap, updated_counts
+from offprincipal.artifacts.data.restoration import restoration_rows, rotation_summary, sft_then_rl_rows
+from offprincipal.artifacts.data.runs import KL_COLUMNS, read_runs, read_updates, sparsity
+from offprincipal.metrics.masks import MaskFile
 
 HOLDS = "holds"
 FAILS = "does not hold"
@@ -127,10 +131,8 @@ def decide_sparsity(values: Mapping[str, Sequence[float]]) -> Finding:
 
 
 def measure_jaccard(ctx: TrainingContext) -> list[tuple[str, float, float]]:
-    from offprincipal import tables
-
-    table, _ = tables.table2(ctx)
-    rows = table[table["run_a"] != tables.MEAN_ROW]
+    table = jaccard_rows(ctx)
+    rows = table[table["run_a"] != MEAN_ROW]
     return [(f"{a}/{b}", float(j), float(base)) for a, b, j, base in
             zip(rows["run_a"], rows["run_b"], rows["jaccard_pooled"], rows["baseline_pooled"])]
 
@@ -287,8 +289,6 @@ def decide_princ_not_low(rows: Sequence[tuple[Overlap, Overlap]]) -> Finding:
 
 
 def measure_intervention(ctx: TrainingContext) -> pd.DataFrame:
-    from offprincipal.metrics.masks import MaskFile
-
     record, _ = intervention_record(ctx)
     paths = ctx.files("masks")
     with ExitStack() as stack:
@@ -321,8 +321,6 @@ def decide_intervention(table: pd.DataFrame) -> Finding:
 
 def measure_mask_kl(ctx: TrainingContext) -> dict[str, float]:
     """Mean logged KL to the base over training steps, per mask (a curve's height: a slower curve is lower)."""
-    from offprincipal.figures.training import KL_COLUMNS
-
     out = {}
     for r in read_runs(ctx):
         col, rows = r.column(ctx.name, *KL_COLUMNS)
@@ -473,8 +471,6 @@ class Recovery:
 
 
 def _restored(ctx: TrainingContext, pick) -> Recovery | None:
-    from offprincipal.figures.restoration import restoration_rows
-
     rows = restoration_rows(ctx)
     rows = rows[[r.role not in ("base", "sft") and pick(r) for r in rows.itertuples()]]
     if rows.empty:
@@ -508,8 +504,6 @@ def decide_recovery(rec: Recovery | None) -> Finding:
 
 
 def measure_rl_after_sft(ctx) -> list[Recovery]:
-    from offprincipal.figures.restoration import sft_then_rl_rows
-
     rows = sft_then_rl_rows(ctx)
     return [Recovery(f"RL after {int(r.sft_steps)} SFT steps", float(r.ood_recovered),
                      acc.Difference(str(r.rl), str(r.sft), float(r.ood_rl_gain), float(r.ood_rl_gain_lo),
@@ -538,9 +532,7 @@ def decide_rl_after_sft(recs: Sequence[Recovery]) -> Finding:
 
 def measure_sft_rotation(ctx) -> list[tuple[str, float, float]]:
     """(pair, mean top-quarter angle of U and V in degrees, mean top-quarter |Δσ/σ|) of each SFT pair."""
-    from offprincipal import restoration_tables
-
-    table, _ = restoration_tables.rotation_table(ctx)
+    table = rotation_summary(ctx)
     kinds = _kinds(ctx)
     return [(r.pair, (r.left_deg_top_quarter + r.right_deg_top_quarter) / 2, r.abs_rel_sv_change_top_quarter)
             for r in table.itertuples() if kinds[r.pair] == "sft"]

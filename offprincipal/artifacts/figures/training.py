@@ -9,7 +9,7 @@
 Each run's numbers come from its directory's ``run.json`` (the resolved run spec: mask,
 adapter, rank, learning rate) and ``metrics.jsonl``; accuracies (with 95% bootstrap intervals
 over problems, and paired differences) from the evaluation stage's files
-(:mod:`offprincipal.figures.accuracy`); NSS and angles from ``geometry.csv``; sparsity from ``updates.csv``.
+(:mod:`offprincipal.artifacts.data.accuracy`); NSS and angles from ``geometry.csv``; sparsity from ``updates.csv``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from offprincipal.figures import accuracy as acc
-from offprincipal.figures.common import ArtifactInputError, Context, colors, finish, new_figure, read_csv, wrap
-from offprincipal.figures.runlog import (
-    Run,
-    lr_text,
-    mask_text,
-    read_runs,
-    read_updates,
-    sparsity,
-)
+from offprincipal.artifacts.data import accuracy as acc
+from offprincipal.artifacts.data.context import ArtifactInputError, Context, read_csv
+from offprincipal.artifacts.data.runs import KL_COLUMNS, Run, lr_text, mask_text, read_runs, read_updates, sparsity
+from offprincipal.artifacts.figures.style import colors, finish, new_figure, wrap
 
 BASE_COLOR = "#555555"
 ADAPTER_ORDER = ("lora", "pissa", "none")
@@ -59,9 +53,7 @@ def _base_line(ax, accs: dict[str, acc.Accuracy]) -> list[tuple]:
     return entries
 
 
-#: the KL-to-base column a run logged, best first: the TRL backend measures the exact KL, verl
-#: (verl.md §7 option A) only the k3 estimator on its update mini-batches
-KL_COLUMNS = ("kl", "kl_k3")
+#: how each of the KL columns (``KL_COLUMNS``) is measured, for the figure's footnote
 _KL_TEXT = {"kl": "exact KL over the vocabulary, mean over completion tokens",
             "kl_k3": "k3 estimator r − log r − 1 on sampled tokens (verl's low_var_kl)"}
 

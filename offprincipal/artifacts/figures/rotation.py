@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from matplotlib.lines import Line2D
 
-from offprincipal.figures.common import (
+from offprincipal.artifacts.data.context import (
     ArtifactInputError,
     Context,
-    colors,
-    finish,
     finite_or_raise,
-    integer_layer_axis,
     layer_mean,
     layered,
-    new_figure,
     read_csv,
 )
+from offprincipal.artifacts.figures.style import colors, finish, integer_layer_axis, new_figure
 
 GEOMETRY_COLUMNS = ("name", "layer", "max_angle_U_deg", "max_angle_V_deg", "report_k")
 
