@@ -37,6 +37,7 @@ MASK_NAMES = {
     "random": "random mask (safe density)",
 }
 ADAPTER_NAMES = {"lora": "LoRA", "pissa": "PiSSA", "none": "full fine-tuning"}
+
 #: the KL-to-base column a run logged, best first: the TRL backend measures the exact KL, verl
 #: (verl.md §7 option A) only the k3 estimator on its update mini-batches
 KL_COLUMNS = ("kl", "kl_k3")

@@ -11,6 +11,9 @@ from the same base (base → B) and a run C from a function-preserving intervene
   ``o_proj``) have no elementwise correspondence and are compared as stored;
 * the independent-Bernoulli baselines of both comparisons (pooled as in
   :func:`offprincipal.metrics.crossrun.jaccard_table`: Σ n·pq / Σ n·(p+q−pq)).
+
+The numbers (shared with the claim about Fig. 6) come from
+:mod:`offprincipal.artifacts.data.intervention`; this module draws them.
 """
 
 from __future__ import annotations
