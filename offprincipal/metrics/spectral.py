@@ -99,14 +99,17 @@ def update_rank_ratio(w0: torch.Tensor, w1: torch.Tensor) -> float:
 
     Most updates are full rank, and that can be proved without an SVD: if the Cholesky
     factorisation of the fp64 Gram matrix ``G = ΔᵀΔ`` (short side) shifted by an *upper*
-    bound of τ² succeeds, every σ² of ΔW exceeds τ² (:func:`certified_full_rank`). That costs
-    one Gram product, ~3× less than the SVD. Otherwise the singular values come from an
+    bound of τ² succeeds, every σ² of ΔW exceeds τ² (:func:`certified_full_rank`). On the
+    1.5B MLP matrices (8960 × 1536) that takes 0.45 s against the SVD's 0.95 s; it is tried
+    on matrices at least twice as long as wide. Otherwise the singular values come from an
     fp32 SVD of the tall orientation (``matrix_rank`` hands LAPACK a wide matrix as it is,
     ~5-10× slower on 1536 × 8960)."""
     delta = w1.float() - w0.float()
     if not bool(delta.any()):
         return 0.0
-    if certified_full_rank(delta):
+    # a noise-like update of a square matrix has σ_min near σ_max/n, below what the
+    # certificate can prove, so there it would only add its Gram product to the SVD
+    if max(delta.shape) >= 2 * min(delta.shape) and certified_full_rank(delta):
         return 1.0
     return _svd_rank(delta) / min(delta.shape)
 
