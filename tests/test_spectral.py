@@ -90,3 +90,44 @@ def test_update_rank_ratio_equals_matrix_rank_on_tall_and_wide_updates(shape):
         ratio = update_rank_ratio(w0, w0 + torch.from_numpy(delta))
         ref = np.linalg.matrix_rank(((w0 + torch.from_numpy(delta)) - w0).numpy()) / min(shape)
         assert ratio == pytest.approx(ref)
+
+
+def _with_singular_values(m, n, s, rng):
+    """An m × n matrix with exactly the singular values ``s`` (descending), random vectors."""
+    u, _ = np.linalg.qr(rng.standard_normal((m, len(s))))
+    v, _ = np.linalg.qr(rng.standard_normal((n, len(s))))
+    return (u * s) @ v.T
+
+
+@pytest.mark.parametrize("shape", [(300, 60), (60, 300)])
+def test_full_rank_certificate_never_claims_a_singular_value_below_the_tolerance(shape):
+    from offprincipal.metrics.spectral import certified_full_rank
+
+    rng = np.random.default_rng(6)
+    m, n = shape
+    r = min(shape)
+    tau_rel = max(shape) * np.finfo(np.float32).eps  # matrix_rank's fp32 tolerance over σ_max
+    for smallest in (0.5 * tau_rel, 0.99 * tau_rel, 1e-6, 0.0):  # at or below τ: never certified
+        s = np.linspace(1.0, 0.1, r)
+        s[-1] = smallest
+        delta = torch.from_numpy(_with_singular_values(m, n, s, rng).astype(np.float32))
+        assert not certified_full_rank(delta), smallest
+        assert update_rank_ratio(torch.zeros(shape), delta) == pytest.approx(np.linalg.matrix_rank(delta.numpy()) / r)
+    # well above τ (a flat-ish spectrum, like a noise-like RL update): certified, and full rank it is
+    s = np.linspace(1.0, 0.3, r)
+    delta = torch.from_numpy(_with_singular_values(m, n, s, rng).astype(np.float32))
+    assert certified_full_rank(delta)
+    assert np.linalg.matrix_rank(delta.numpy()) == r
+    assert update_rank_ratio(torch.zeros(shape), delta) == 1.0
+
+
+def test_bf16_ulp_update_is_certified_and_full_rank_like_the_svd():
+    from offprincipal.metrics.spectral import certified_full_rank
+
+    g = torch.Generator().manual_seed(7)
+    w0 = (torch.randn(400, 96, generator=g) * 0.02).to(torch.bfloat16)
+    moved = torch.rand(400, 96, generator=g) < 0.4
+    w1 = torch.where(moved, w0.view(torch.int16) + 1, w0.view(torch.int16)).view(torch.bfloat16)
+    delta = w1.float() - w0.float()
+    assert certified_full_rank(delta)
+    assert update_rank_ratio(w0, w1) == np.linalg.matrix_rank(delta.numpy()) / 96 == 1.0

@@ -94,16 +94,57 @@ def angle_curve(u0: torch.Tensor, u1: torch.Tensor, ks, s0: torch.Tensor | None 
 
 
 def update_rank_ratio(w0: torch.Tensor, w1: torch.Tensor) -> float:
-    """Rank of ΔW over min(m, n) (Mukherjee et al.): fp32, with ``matrix_rank``'s default
-    tolerance σ_max·max(m,n)·eps. The singular values come from the tall orientation
-    (``matrix_rank`` hands LAPACK a wide matrix as it is, ~5-10× slower on 1536 × 8960)."""
+    """Rank of ΔW over min(m, n) (Mukherjee et al.): the number of singular values above
+    ``matrix_rank``'s default fp32 tolerance τ = σ_max·max(m, n)·eps_fp32.
+
+    Most updates are full rank, and that can be proved without an SVD: if the Cholesky
+    factorisation of the fp64 Gram matrix ``G = ΔᵀΔ`` (short side) shifted by an *upper*
+    bound of τ² succeeds, every σ² of ΔW exceeds τ² (:func:`certified_full_rank`). On the
+    1.5B MLP matrices (8960 × 1536) that takes 0.45 s against the SVD's 0.95 s; it is tried
+    on matrices at least twice as long as wide. Otherwise the singular values come from an
+    fp32 SVD of the tall orientation (``matrix_rank`` hands LAPACK a wide matrix as it is,
+    ~5-10× slower on 1536 × 8960)."""
     delta = w1.float() - w0.float()
     if not bool(delta.any()):
         return 0.0
+    # a noise-like update of a square matrix has σ_min near σ_max/n, below what the
+    # certificate can prove, so there it would only add its Gram product to the SVD
+    if max(delta.shape) >= 2 * min(delta.shape) and certified_full_rank(delta):
+        return 1.0
+    return _svd_rank(delta) / min(delta.shape)
+
+
+def _svd_rank(delta: torch.Tensor) -> int:
     tall = delta if delta.shape[0] >= delta.shape[1] else delta.T.contiguous()
     sv = torch.linalg.svdvals(tall)
     tol = sv[0] * max(delta.shape) * torch.finfo(torch.float32).eps
-    return int(torch.count_nonzero(sv > tol)) / min(delta.shape)
+    return int(torch.count_nonzero(sv > tol))
+
+
+def certified_full_rank(delta: torch.Tensor) -> bool:
+    """True only if every singular value of ``delta`` exceeds τ = σ_max·max(m,n)·eps_fp32.
+
+    ``G = ΔᵀΔ`` (n × n, n the short side) in fp64; ‖G‖_F ≥ λ_max(G) = σ_max², so
+    ``τ_hi² = (max(m,n)·eps_fp32)²·‖G‖_F ≥ τ²``. Cholesky of ``G − (τ_hi² + s)·I`` succeeds
+    only if λ_min(G) > τ_hi² up to rounding; ``s`` covers the rounding of the Gram product
+    (≤ m·eps·‖Δ‖_F²) and of the factorisation (≤ n·eps·‖G‖), so success proves full rank.
+    False means "not proved" (a rank-deficient or badly conditioned update), not "deficient"."""
+    x = delta.double()
+    if x.shape[0] < x.shape[1]:
+        x = x.T
+    m, n = x.shape
+    if x.device.type == "cpu":  # numpy hands aᵀa to BLAS syrk (half the flops of torch's gemm)
+        a = x.numpy()
+        g = torch.from_numpy(a.T @ a)
+    else:
+        g = x.T @ x
+    c = max(delta.shape) * torch.finfo(torch.float32).eps
+    eps = torch.finfo(torch.float64).eps
+    fro, trace = float(torch.linalg.matrix_norm(g)), float(torch.trace(g))
+    shift = c * c * fro + 4 * eps * (m + n) * (trace + fro)
+    g.diagonal().sub_(shift)
+    _, info = torch.linalg.cholesky_ex(g)
+    return int(info) == 0
 
 
 def default_angle_ks(top_k: int) -> list[int]:
