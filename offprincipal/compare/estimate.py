@@ -19,12 +19,12 @@ from offprincipal.checkpoints.naming import classify
 
 #: sparsity pass, cold cache, bf16 1.5B pair: 7.1 GB read and compared in 6.8 s (README)
 READ_BYTES_PER_S = 7.1e9 / 6.8
-#: spectral pass: 11.0 s for the 7 matrices of a 1.5B block (fp64 SVD with vectors, README),
+#: spectral pass and pair geometry: one whole `offprincipal compare` of a 1.5B-shaped bf16
+#: pair on the 2-core machine (2026-12-03, README "offprincipal compare"): spectra 463 s and
+#: pair geometry 195 s for 28 blocks, i.e. 16.5 s and 6.7 s (its reads taken out) per block,
 #: whose Σ m·n·min(m, n) is 7.07e10 -> seconds per unit of m·n·min(m, n)
-SVD_S_PER_UNIT = 11.0 / 7.07e10
-#: pair geometry: 4.9 s for the same block (update rank, masks, angles; measured with this
-#: code on the same machine) -> seconds per unit of m·n·min(m, n)
-GEOMETRY_S_PER_UNIT = 4.9 / 7.07e10
+SVD_S_PER_UNIT = 16.5 / 7.07e10
+GEOMETRY_S_PER_UNIT = 6.7 / 7.07e10
 #: merging verl shards: read + write at about the disk's speed
 MERGE_BYTES_PER_S = 0.5e9
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
