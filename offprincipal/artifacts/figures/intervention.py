@@ -1,19 +1,10 @@
-"""Scrambling the base's geometry removes the update bias (Fig. 6).
+"""Scrambling the base's geometry removes the update bias (Fig. 6): the figure.
 
-The spec's pairs are, in this order: a reference run A (base → A), an independent run B
-from the same base (base → B) and a run C from a function-preserving intervened base
-(intervened base → C). The intervened base's manifest names its ``intervention_record``
-(:mod:`offprincipal.interventions`). Per decoder block and module group:
-
-* Jaccard(A, B) — the consistency level of two runs from one base;
-* Jaccard(A, C) — C's masks in base coordinates: PERMUTE'd tensors are mapped back with
-  :func:`~offprincipal.interventions.map_mask_back`; ROTATE'd tensors (``v_proj``,
-  ``o_proj``) have no elementwise correspondence and are compared as stored;
-* the independent-Bernoulli baselines of both comparisons (pooled as in
-  :func:`offprincipal.metrics.crossrun.jaccard_table`: Σ n·pq / Σ n·(p+q−pq)).
-
-The numbers (shared with the claim about Fig. 6) come from
-:mod:`offprincipal.artifacts.data.intervention`; this module draws them.
+Its pairs (reference run A, independent run B, run C from a function-preserving
+intervened base) and its numbers -- per block and module group, Jaccard(A, B), Jaccard(A, C)
+in base coordinates and their independent-Bernoulli baselines -- are described and computed
+in :mod:`offprincipal.artifacts.data.intervention`, shared with Fig. 6's claim; this module
+draws them.
 """
 
 from __future__ import annotations
