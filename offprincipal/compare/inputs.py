@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Mapping
 if TYPE_CHECKING:
     from offprincipal.layout import Layout
 
-PAIR_FILES = ("updates.csv", "geometry.csv", "angles.csv", "masks.npz", "lineage.json")
+#: the per-pair files the report reads (a subset of offprincipal.layout.PAIR_FILES)
+REPORT_PAIR_FILES = ("updates.csv", "geometry.csv", "angles.csv", "masks.npz", "lineage.json")
 
 
 def pairs_of_base(base: str, pairs: Mapping[str, dict]) -> list[str]:
@@ -23,7 +24,7 @@ def report_inputs(
 ) -> dict[str, list[str]]:
     ids = pairs_of_base(base, pairs)
     files = {
-        name.split(".")[0]: [layout.pair_file(pid, name) for pid in ids] for name in PAIR_FILES
+        name.split(".")[0]: [layout.pair_file(pid, name) for pid in ids] for name in REPORT_PAIR_FILES
     }
     files["base_spectra"] = [layout.spectra(base)]
     files["ft_spectra"] = [layout.spectra(pairs[pid]["finetuned"]) for pid in ids]

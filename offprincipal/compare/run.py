@@ -35,11 +35,10 @@ from offprincipal.compare.setup import CONFIG_NAME, MARKER, RESULTS_NAME, build_
 from offprincipal.compare.sources import SourceError, parse_sources
 from offprincipal.config import ConfigError
 from offprincipal.io import atomic_path
-from offprincipal.layout import Layout
+from offprincipal.layout import COMPARE_FILES, Layout
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
-PUBLISHED = ("report.html", "report.json", "sparsity_layers.csv", "geometry_layers.csv", "jaccard.csv", "consensus.csv")
 DEFAULT_KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Mismatch|Exit)\b.*")
 
@@ -196,7 +195,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(line)
     small = not estimate.unknown and estimate.total_seconds < SMALL_RUN_S and not args.profile
     out.mkdir(parents=True, exist_ok=True)
-    for name in PUBLISHED:  # a failed run must not leave an earlier report in place
+    for name in COMPARE_FILES:  # a failed run must not leave an earlier report in place
         (out / name).unlink(missing_ok=True)
     try:
         cfg_path = write_config(config, out)
@@ -219,7 +218,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"\nWARNING: {warning}\n", file=sys.stderr)
     if _snakemake(out, [report], args, extra, small=small) != 0:
         return _fail(results, started, "the analysis")
-    names = [n for n in PUBLISHED if len(ids) > 2 or n not in ("jaccard.csv", "consensus.csv")]
+    names = [n for n in COMPARE_FILES if len(ids) > 2 or n not in ("jaccard.csv", "consensus.csv")]
     published = _publish(report_dir, out, names)
     summary = json.loads((out / "report.json").read_text())["summary"]
     print("\n" + summary + "\n")
