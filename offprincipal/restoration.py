@@ -38,6 +38,7 @@ from offprincipal.checkpoints.naming import classify
 from offprincipal.checkpoints.reader import INDEX_NAME
 from offprincipal.device import pick_device
 from offprincipal.io import atomic_dir, write_json
+from offprincipal.metrics.spectral import thin_svd
 
 RECORD_NAME = "restoration.json"
 GROUPS = ("first", "middle", "last")
@@ -50,10 +51,8 @@ def restore_matrix(w_base: torch.Tensor, w_ft: torch.Tensor, p: float) -> torch.
         raise ValueError(f"restore_matrix needs two 2-D matrices of one shape, got {tuple(w_base.shape)} and {tuple(w_ft.shape)}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"top_p must be in [0, 1], got {p}")
-    # cuSOLVER's default driver (gesvdj) is iterative; gesvd matches LAPACK's accuracy
-    driver = "gesvd" if w_ft.is_cuda else None
-    ub, _, vbh = torch.linalg.svd(w_base.double(), full_matrices=False, driver=driver)
-    uf, sf, vfh = torch.linalg.svd(w_ft.double(), full_matrices=False, driver=driver)
+    ub, _, vbh = thin_svd(w_base.double())
+    uf, sf, vfh = thin_svd(w_ft.double())
     r = math.ceil(p * min(w_ft.shape))
     return (ub[:, :r] * sf[:r]) @ vbh[:r] + (uf[:, r:] * sf[r:]) @ vfh[r:]
 
