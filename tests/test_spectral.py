@@ -13,11 +13,14 @@ def haar(n, k, rng):
     return q * np.sign(np.diag(r))
 
 
-@pytest.mark.parametrize("shape", [(40, 24), (24, 40), (32, 32)])  # tall, wide (transposed path), square
+# tall, wide (transposed path), square, and long both ways (the QR route: top-k left vectors only)
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40), (32, 32), (96, 24), (24, 96)])
 def test_spectrum_matches_numpy_svd(shape):
     rng = np.random.default_rng(0)
     w = rng.standard_normal(shape)
     sp = spectrum(torch.from_numpy(w), top_k=5)
+    for factor in (sp.U, sp.V):  # orthonormal columns, as the angle code assumes
+        np.testing.assert_allclose(factor.numpy().T @ factor.numpy(), np.eye(5), atol=1e-12)
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     np.testing.assert_allclose(sp.S.numpy(), s, rtol=1e-12)
     # singular vectors are defined up to sign: compare the projectors
@@ -26,6 +29,23 @@ def test_spectrum_matches_numpy_svd(shape):
     assert sp.U.shape == (shape[0], 5) and sp.V.shape == (shape[1], 5)
     # the factors reconstruct w's best rank-5 approximation (pairs each u_i with its own v_i)
     np.testing.assert_allclose((sp.U * sp.S[:5]) @ sp.V.T, (u[:, :5] * s[:5]) @ vt[:5], atol=1e-10)
+
+
+@pytest.mark.parametrize("top_k", [7, 24, 50])  # fewer than, exactly and more than the short side
+def test_long_matrix_spectrum_of_a_graded_spectrum(top_k):
+    """Singular values spread over ten decades (as a trained layer's tail can be): the QR
+    route keeps their relative accuracy and the top vectors of a well-separated spectrum."""
+    rng = np.random.default_rng(4)
+    s_true = np.logspace(0, -10, 24)
+    w = haar(120, 24, rng) * s_true @ haar(24, 24, rng).T
+    sp = spectrum(torch.from_numpy(w), top_k=top_k)
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    k = min(top_k, 24)
+    assert sp.U.shape == (120, k) and sp.V.shape == (24, k)
+    np.testing.assert_allclose(sp.S.numpy(), s, rtol=1e-5)  # numpy itself is only this close to s_true
+    np.testing.assert_allclose(sp.S.numpy()[:8], s_true[:8], rtol=1e-12)
+    for ours, ref in ((sp.U.numpy(), u), (sp.V.numpy(), vt.T)):
+        np.testing.assert_allclose(np.abs(np.sum(ours[:, :5] * ref[:, :5], axis=0)), 1.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("scale", [1e-7, 1e-4, 1e-1, 10.0])

