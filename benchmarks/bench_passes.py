@@ -973,7 +973,7 @@ def print_report(rep: dict) -> None:
         ol = f" [{', '.join(f'{x:.0%}' for x in spc['bare_other_load_runs'])}]"
         for key, lbl in (("numpy_svd", f"numpy.linalg.svd ({spc['numpy_svd']['lapack']})"),
                          ("torch_svd", "torch.linalg.svd on the stored shape"),
-                         ("torch_svd_tall", "torch.linalg.svd, tall (as spectrum() calls it)")):
+                         ("torch_svd_tall", "torch.linalg.svd, tall (thin_svd)")):
             print(f"{lbl:48s} {spc[key]['seconds']:7.2f} {spc[key]['cpu_s']:7.1f} {'':>9s} {'':>9s}  "
                   f"{_runs(spc[key]['runs'])}{ol}")
         print(f"overhead = compute_spectra / bare SVD - 1: vs numpy {spc['overhead_vs_numpy'] * 100:+.0f}%, vs torch "

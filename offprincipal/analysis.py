@@ -287,7 +287,7 @@ def _matrix_geometry(name, base, ft, base_name, ft_name, s0_file, s1_file, masks
         **_info_columns(info),
         "shape": _shape_str(w0.shape),
         "numel": w0.numel(),
-        "update_density": float(updated.float().mean()),
+        "update_density": int(torch.count_nonzero(updated)) / updated.numel(),
         **{col: float("nan") for col in _GEOMETRY_METRICS},
         "report_k": pd.NA,
     }

@@ -100,3 +100,19 @@ def test_top_fraction_mask_equals_a_stable_sort(largest, alpha, data):
     expected[order[:n]] = True
     got = top_fraction_mask(scores, alpha, largest=largest).numpy().reshape(-1)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_magnitude_mask_of_half_precision_weights_equals_a_stable_sort_of_their_values(dtype):
+    """16-bit weights are ranked on their own codes: many exact ties (few distinct values),
+    -0.0 beside +0.0 and negatives, the same mask as a stable sort of the fp64 magnitudes."""
+    g = torch.Generator().manual_seed(11)
+    w = (torch.randn(64, 48, generator=g) * 0.02).to(dtype)
+    w[0, :5] = -0.0
+    w[1, :5] = 0.0
+    for alpha in (0.1, 0.5, 0.77):
+        n = int(round(alpha * w.numel()))
+        order = np.argsort(np.abs(w.double().numpy()).reshape(-1), kind="stable")
+        expected = np.zeros(w.numel(), dtype=bool)
+        expected[order[:n]] = True
+        np.testing.assert_array_equal(low_magnitude_mask(w, alpha=alpha).numpy().reshape(-1), expected)

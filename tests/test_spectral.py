@@ -119,8 +119,9 @@ def _with_singular_values(m, n, s, rng):
     return (u * s) @ v.T
 
 
+@pytest.mark.parametrize("rows", [None, 120])  # all rows; the row subset (2 × the short side)
 @pytest.mark.parametrize("shape", [(300, 60), (60, 300)])
-def test_full_rank_certificate_never_claims_a_singular_value_below_the_tolerance(shape):
+def test_full_rank_certificate_never_claims_a_singular_value_below_the_tolerance(shape, rows):
     from offprincipal.metrics.spectral import certified_full_rank
 
     rng = np.random.default_rng(6)
@@ -131,12 +132,12 @@ def test_full_rank_certificate_never_claims_a_singular_value_below_the_tolerance
         s = np.linspace(1.0, 0.1, r)
         s[-1] = smallest
         delta = torch.from_numpy(_with_singular_values(m, n, s, rng).astype(np.float32))
-        assert not certified_full_rank(delta), smallest
+        assert not certified_full_rank(delta, rows=rows), smallest
         assert update_rank_ratio(torch.zeros(shape), delta) == pytest.approx(np.linalg.matrix_rank(delta.numpy()) / r)
     # well above τ (a flat-ish spectrum, like a noise-like RL update): certified, and full rank it is
     s = np.linspace(1.0, 0.3, r)
     delta = torch.from_numpy(_with_singular_values(m, n, s, rng).astype(np.float32))
-    assert certified_full_rank(delta)
+    assert certified_full_rank(delta, rows=rows)
     assert np.linalg.matrix_rank(delta.numpy()) == r
     assert update_rank_ratio(torch.zeros(shape), delta) == 1.0
 
@@ -150,4 +151,24 @@ def test_bf16_ulp_update_is_certified_and_full_rank_like_the_svd():
     w1 = torch.where(moved, w0.view(torch.int16) + 1, w0.view(torch.int16)).view(torch.bfloat16)
     delta = w1.float() - w0.float()
     assert certified_full_rank(delta)
+    assert certified_full_rank(delta, rows=192)  # the subset update_rank_ratio tries first
     assert update_rank_ratio(w0, w1) == np.linalg.matrix_rank(delta.numpy()) / 96 == 1.0
+
+
+def test_row_subset_certificate_needs_the_whole_update_not_just_its_rows():
+    """A 300 × 60 update that is full rank only through rows the subset skips: the subset
+    cannot prove it (its own rows are rank deficient), the full certificate or the SVD can."""
+    from offprincipal.metrics.spectral import certified_full_rank
+
+    rng = np.random.default_rng(8)
+    delta = np.zeros((300, 60), dtype=np.float32)
+    picked = np.round(np.linspace(0, 299, 120)).astype(int)
+    skipped = np.setdiff1d(np.arange(300), picked)
+    delta[picked] = rng.standard_normal((120, 3)) @ rng.standard_normal((3, 60))  # rank 3 on the subset
+    delta[skipped] = rng.standard_normal((skipped.size, 60))
+    delta_t = torch.from_numpy(delta)
+    assert not certified_full_rank(delta_t, rows=120)
+    assert np.linalg.matrix_rank(delta) == 60
+    assert update_rank_ratio(torch.zeros(300, 60), delta_t) == 1.0
+    with pytest.raises(ValueError, match="at least the short side's 60 rows"):
+        certified_full_rank(delta_t, rows=59)
