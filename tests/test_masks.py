@@ -77,14 +77,18 @@ def test_overlap_counts_against_direct_sets():
 
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize("alpha", [0.0001, 0.25, 0.5, 1.0])
-@pytest.mark.parametrize("data", ["ties", "signed", "fp32_wide", "bf16"])
+@pytest.mark.parametrize("data", ["ties", "signed", "fp64_below_fp32", "fp32_wide", "bf16"])
 def test_top_fraction_mask_equals_a_stable_sort(largest, alpha, data):
     """The selection-based mask against numpy's stable argsort: scores full of ties, of both
-    signs with ±0 and ±inf, spread over many binades, and bf16."""
+    signs with ±0 and ±inf, fp64 values closer than fp32 can tell apart (fp64 is ranked on
+    fp32 first), spread over many binades, and bf16."""
     rng = np.random.default_rng(3)
     shape = (61, 53)
     if data == "ties":
         scores = torch.from_numpy(rng.integers(0, 7, size=shape).astype(np.float64))
+    elif data == "fp64_below_fp32":  # 3 fp32 values, hundreds of distinct fp64 values within each
+        x = rng.integers(1, 4, size=shape) + rng.integers(0, 300, size=shape) * 1e-12
+        scores = torch.from_numpy(x * np.where(rng.random(shape) < 0.3, -1.0, 1.0))
     elif data == "signed":
         x = rng.standard_normal(shape)
         x.reshape(-1)[:40] = [0.0, -0.0, np.inf, -np.inf] * 10
