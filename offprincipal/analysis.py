@@ -220,6 +220,11 @@ class SpectraFile:
     def __contains__(self, name: str) -> bool:
         return f"{name}::S" in self._f.keys()
 
+    def found_finite(self, name: str, cast_to_bf16: bool) -> bool:
+        """True if the spectral pass checked these very values (stored, or bf16-rounded as
+        ``cast_to_bf16`` says) and found them finite: it factored ``name`` without a flag."""
+        return name in self and name not in self.flagged and self.metadata.get("cast_to_bf16") == str(cast_to_bf16)
+
     def get(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         try:
             return tuple(self._f.get_tensor(f"{name}::{part}") for part in "SUV")
@@ -314,7 +319,9 @@ def _matrix_geometry(name, base, ft, base_name, ft_name, s0_file, s1_file, masks
         w1_stored = ft.load(ft_name, device=dev)
         nbytes += w1_stored.numel() * w1_stored.element_size()
         w1 = round_to_bf16(w1_stored) if cast_to_bf16 else w1_stored
-        bad = [f"{side} weights hold {p}" for side, p in (("base", nonfinite_problem(w0)), ("fine-tuned", nonfinite_problem(w1))) if p]
+        sides = (("base", w0, s0_file, base_name), ("fine-tuned", w1, s1_file, ft_name))
+        bad = [f"{side} weights hold {p}" for side, w, spectra, n in sides
+               if not spectra.found_finite(n, cast_to_bf16) and (p := nonfinite_problem(w))]
         if bad:
             problems.append("update rank skipped: " + "; ".join(bad))
         else:

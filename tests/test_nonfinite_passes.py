@@ -144,3 +144,16 @@ def test_the_compare_report_lists_flagged_matrices_and_leaves_them_out_of_the_me
     assert "2 matrices were left out of the spectral metrics" in report["summary"]
     page = out["html"].read_text()
     assert "Matrices left out of the spectral metrics" in page and BAD_FT in page
+
+
+def test_geometry_trusts_the_spectral_pass_finiteness_only_for_the_same_values(poisoned, tmp_path):
+    """Pair geometry skips its own inf/NaN scan of a side whose spectrum was computed from the
+    same values without a flag; spectra of the stored (not bf16-rounded) values, or flagged
+    ones, do not vouch for the bf16-rounded weights."""
+    tmp, m = poisoned
+    spectra = tmp_path / "s.safetensors"
+    compute_spectra(m["base"], spectra, kinds=KINDS, top_k=4, cast_to_bf16=True)
+    f = SpectraFile(spectra)
+    assert f.found_finite("model.layers.0.mlp.up_proj.weight", True)
+    assert not f.found_finite("model.layers.0.mlp.up_proj.weight", False)  # other values than those checked
+    assert not f.found_finite(BAD_BASE, True)  # flagged: the scan must name what it holds

@@ -172,3 +172,4 @@ def test_row_subset_certificate_needs_the_whole_update_not_just_its_rows():
     assert update_rank_ratio(torch.zeros(300, 60), delta_t) == 1.0
     with pytest.raises(ValueError, match="at least the short side's 60 rows"):
         certified_full_rank(delta_t, rows=59)
+

@@ -110,7 +110,6 @@ def _top_count(numel: int, alpha: float) -> int:
 
 
 _KEY_DTYPES = {8: torch.int64, 4: torch.int32, 2: torch.int16}
-_BUCKET_BITS = 20  # histogram of the keys' top bits: ~1M buckets, a few thousand keys each
 
 
 def _order_keys(flat: torch.Tensor) -> np.ndarray:
@@ -125,30 +124,21 @@ def _order_keys(flat: torch.Tensor) -> np.ndarray:
 
 
 def _kth_smallest(keys: np.ndarray, k: int):
-    """The k-th smallest (1-based) of integer keys in linear time: a histogram of the top
-    bits finds its bucket, a sort of that bucket alone finds it."""
-    width = keys.dtype.itemsize * 8
-    shift = max(0, width - _BUCKET_BITS)
-    bucket = keys >> shift  # arithmetic: -2^(b-1) .. 2^(b-1)-1 for b = width - shift bits
-    if bucket.dtype.itemsize < 4:  # 16-bit keys: the offset below does not fit
-        bucket = bucket.astype(np.int32)
-    bucket += 1 << (width - shift - 1)
-    below = np.cumsum(np.bincount(bucket, minlength=1 << (width - shift)))
-    b = int(np.searchsorted(below, k))  # first bucket whose cumulative count reaches k
-    before = int(below[b - 1]) if b > 0 else 0
-    return np.sort(keys[bucket == b])[k - before - 1]
+    """The k-th smallest (1-based) of integer keys in linear time (numpy's introselect; on
+    13.7M int32 keys 16 ms, against 87 ms for a histogram of the top bits)."""
+    return np.partition(keys, k - 1)[k - 1]
 
 
 def top_fraction_mask(scores: torch.Tensor, alpha: float, *, largest: bool) -> torch.Tensor:
     """Exactly ``round(alpha * numel)`` entries with the largest (or smallest) score;
     ties are broken by position (the first entries win), so the mask is deterministic.
 
-    The mask a stable sort would give, found in linear time: the threshold by a radix
-    selection on the scores' bit patterns, every entry strictly beyond it, then the first
+    The mask a stable sort would give, found in linear time: the threshold by a selection
+    on the scores' bit patterns, every entry strictly beyond it, then the first
     entries equal to it until n are chosen; fp64 scores are selected on their fp32 rounding
     and only its ties compared in fp64. (On a 13.7M-entry MLP matrix on 2 cores: an
-    argsort takes ~2.7 s, ``kthvalue`` ~1 s, this ~0.15 s.) CPU; other devices fall back to
-    a stable sort."""
+    argsort takes ~2.7 s, ``kthvalue`` ~1 s, this ~0.03 s on bf16 and ~0.1 s on fp64.)
+    CPU; other devices fall back to a stable sort."""
     flat = scores.detach().reshape(-1)
     n = _top_count(flat.numel(), alpha)
     if flat.device.type != "cpu":
