@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 
 from offprincipal.checkpoints.naming import TensorInfo, classify
-from offprincipal.checkpoints.reader import Checkpoint, iter_pairs, pair_names, release_pages
+from offprincipal.checkpoints.reader import Checkpoint, iter_pairs, pair_names, readahead, release_pages
 from offprincipal.device import pick_device
 from offprincipal.io import write_table
 from offprincipal.metrics import crossrun
@@ -181,8 +181,11 @@ def compute_spectra(
         with (
             streaming_safetensors(out, specs, meta, metadata_reserve=reserve) as writer,
             pass_progress(f"spectra {ckpt.label}", tensors=len(names), total_bytes=total) as progress,
+            readahead() as ask,
         ):
             for i, n in enumerate(names):
+                if i + 1 < len(names):
+                    ask((ckpt, names[i + 1]))
                 w = ckpt.load(n, device=dev)
                 x = round_to_bf16(w) if cast_to_bf16 else w
                 problem = nonfinite_problem(x)
@@ -261,8 +264,14 @@ def pair_geometry(
         if not plan:
             raise ValueError(f"pair {base.label} → {ft.label}: no matrices with spectra on both sides")
         total = sum(_stored_bytes(base, b) + (_stored_bytes(ft, f) if update_rank else 0) for _, b, f in plan)
-        with pass_progress(f"geometry {base.label} → {ft.label}", tensors=len(plan), total_bytes=total) as progress:
-            for name, base_name, ft_name in plan:
+        with (
+            pass_progress(f"geometry {base.label} → {ft.label}", tensors=len(plan), total_bytes=total) as progress,
+            readahead() as ask,
+        ):
+            for i, (name, base_name, ft_name) in enumerate(plan):
+                if i + 1 < len(plan):
+                    _, next_base, next_ft = plan[i + 1]
+                    ask((base, next_base), *([(ft, next_ft)] if update_rank else []))
                 row, angles, nbytes = _matrix_geometry(
                     name, base, ft, base_name, ft_name, s0_file, s1_file, masks,
                     angle_ks=angle_ks, report_k=report_k, principal_rank_k=principal_rank_k,

@@ -38,9 +38,10 @@ import re
 import struct
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from safetensors import safe_open
@@ -532,23 +533,38 @@ def iter_pairs(
     return _generate(base, ft, plan, dtype, dev, readahead)
 
 
-def _prefetch_pair(base: Checkpoint, ft: Checkpoint, base_name: str, ft_name: str) -> None:
-    base.prefetch(base_name)
-    ft.prefetch(ft_name)
+def _prefetch(items: tuple[tuple[Checkpoint, str], ...]) -> None:
+    for ckpt, name in items:
+        ckpt.prefetch(name)
 
 
-def _generate(base, ft, plan, dtype, dev, readahead) -> Iterator[TensorPair]:
-    # best effort: a failed prefetch is not reported, the load of that tensor reports it
-    pool = ThreadPoolExecutor(1, thread_name_prefix="readahead") if readahead else None
+@contextmanager
+def readahead(enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """``ask((checkpoint, name), ...)``: a background thread asks the OS for those tensors'
+    bytes (:meth:`Checkpoint.prefetch`) while the caller computes, so a pass reading a cold
+    disk overlaps reading with computing. Best effort: a failed prefetch is not reported, the
+    load of that tensor reports it. Leaving the block waits for the thread, so no fadvise
+    reaches a closed checkpoint. ``enabled`` False: ``ask`` does nothing."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="readahead") if enabled else None
+
+    def ask(*items: tuple[Checkpoint, str]) -> None:
+        if pool is not None:
+            pool.submit(_prefetch, items)
+
     try:
+        yield ask
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _generate(base, ft, plan, dtype, dev, readahead_on) -> Iterator[TensorPair]:
+    with readahead(readahead_on) as ask:
         for i, (logical, bn, fn, note) in enumerate(plan):
-            if pool is not None and i + 1 < len(plan):
-                pool.submit(_prefetch_pair, base, ft, plan[i + 1][1], plan[i + 1][2])
+            if i + 1 < len(plan):
+                ask((base, plan[i + 1][1]), (ft, plan[i + 1][2]))
             b, f = base.load(bn), ft.load(fn)
             b_dtype, f_dtype = b.dtype, f.dtype
             b = b.to(device=dev, dtype=dtype if dtype is not None else b_dtype)
             f = f.to(device=dev, dtype=dtype if dtype is not None else f_dtype)
             yield TensorPair(classify(logical), b, f, b_dtype, f_dtype, note)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)  # no fadvise on a closed checkpoint

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import scipy.linalg.lapack
 import torch
 
 
@@ -142,14 +143,16 @@ def update_rank_ratio(w0: torch.Tensor, w1: torch.Tensor) -> float:
     singular values come from an fp32 SVD of the tall orientation (``matrix_rank`` hands
     LAPACK a wide matrix as it is, ~5-10× slower on 1536 × 8960)."""
     delta = w1.float() - w0.float()
-    if not bool(delta.any()):
+    frobenius_sq = _frobenius_sq(delta)  # also the certificate's bound on σ_max²
+    if frobenius_sq == 0.0:
         return 0.0
     # a noise-like update of a square matrix has σ_min near σ_max/n, below what the
     # certificate can prove, so there it would only add its Gram product to the SVD
     long_side, short_side = max(delta.shape), min(delta.shape)
     if long_side >= 2 * short_side:
         subset = _SUBSET_ROWS * short_side
-        if (subset < long_side and certified_full_rank(delta, rows=subset)) or certified_full_rank(delta):
+        by_subset = subset < long_side and certified_full_rank(delta, rows=subset, frobenius_sq=frobenius_sq)
+        if by_subset or certified_full_rank(delta):
             return 1.0
     return _svd_rank(delta) / short_side
 
@@ -165,11 +168,17 @@ def _svd_rank(delta: torch.Tensor) -> int:
     return int(torch.count_nonzero(sv > tol))
 
 
-def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None) -> bool:
+def _frobenius_sq(x: torch.Tensor) -> float:
+    """``‖x‖_F²`` accumulated in fp64, rounded up by a bound of its rounding error."""
+    eps = torch.finfo(torch.float64).eps
+    return float(torch.linalg.vector_norm(x, dtype=torch.float64)) ** 2 * (1 + 4 * eps * x.numel())
+
+
+def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None, frobenius_sq: float | None = None) -> bool:
     """True only if every singular value of ``delta`` exceeds τ = σ_max·max(m,n)·eps_fp32.
 
     In the tall orientation (m × n, m ≥ n) take ``rows`` of the m rows, evenly spaced (all
-    without ``rows``), as A, and ``G = AᵀA`` in fp64. Since ΔᵀΔ = AᵀA + (the rest)ᵀ(the rest)
+    without ``rows``), as A, and ``G = AᵀA`` in fp64 (``frobenius_sq``: ‖Δ‖_F², if known). Since ΔᵀΔ = AᵀA + (the rest)ᵀ(the rest)
     ⪰ G, λ_min(G) ≤ σ_min(Δ)². An upper bound of σ_max(Δ)²: ‖G‖_F ≥ λ_max(G) when A is all
     of Δ, ‖Δ‖_F² for a subset. With ``τ_hi² = (max(m,n)·eps_fp32)²·that bound ≥ τ²``, a
     Cholesky of ``G − (τ_hi² + s)·I`` succeeds only if λ_min(G) > τ_hi² up to rounding;
@@ -183,8 +192,7 @@ def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None) -> bool
     if rows is not None and rows < m:
         if rows < n:
             raise ValueError(f"a row subset needs at least the short side's {n} rows, got {rows}")
-        # ‖Δ‖_F², accumulated in fp64 and rounded up
-        sigma_max_sq = float(torch.linalg.vector_norm(x, dtype=torch.float64)) ** 2 * (1 + 4 * eps * m * n)
+        sigma_max_sq = frobenius_sq if frobenius_sq is not None else _frobenius_sq(x)
         x = x[torch.linspace(0, m - 1, rows, dtype=torch.float64).round().long()]
         m = rows
     else:
@@ -193,7 +201,10 @@ def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None) -> bool
     fro, trace = float(torch.linalg.matrix_norm(g)), float(torch.trace(g))
     shift = c * c * (fro if sigma_max_sq is None else sigma_max_sq) + 4 * eps * (m + n) * (trace + fro)
     g.diagonal().sub_(shift)
-    _, info = torch.linalg.cholesky_ex(g)
+    if g.device.type == "cpu":  # LAPACK potrf on the symmetric matrix as it lies (no copy), 2× torch's
+        _, info = scipy.linalg.lapack.dpotrf(g.numpy().T, lower=False, clean=False, overwrite_a=True)
+    else:
+        _, info = torch.linalg.cholesky_ex(g)
     return int(info) == 0
 
 
