@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import scipy.linalg.lapack
 import torch
 
 
@@ -202,7 +201,10 @@ def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None, frobeni
     shift = c * c * (fro if sigma_max_sq is None else sigma_max_sq) + 4 * eps * (m + n) * (trace + fro)
     g.diagonal().sub_(shift)
     if g.device.type == "cpu":  # LAPACK potrf on the symmetric matrix as it lies (no copy), 2× torch's
-        _, info = scipy.linalg.lapack.dpotrf(g.numpy().T, lower=False, clean=False, overwrite_a=True)
+        # imported here: the training environment loads this module (spectrum) without scipy
+        from scipy.linalg.lapack import dpotrf
+
+        _, info = dpotrf(g.numpy().T, lower=False, clean=False, overwrite_a=True)
     else:
         _, info = torch.linalg.cholesky_ex(g)
     return int(info) == 0
