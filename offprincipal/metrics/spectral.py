@@ -177,13 +177,14 @@ def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None, frobeni
     """True only if every singular value of ``delta`` exceeds τ = σ_max·max(m,n)·eps_fp32.
 
     In the tall orientation (m × n, m ≥ n) take ``rows`` of the m rows, evenly spaced (all
-    without ``rows``), as A, and ``G = AᵀA`` in fp64 (``frobenius_sq``: ‖Δ‖_F², if known). Since ΔᵀΔ = AᵀA + (the rest)ᵀ(the rest)
+    without ``rows``), as A, and ``G = AᵀA`` in fp64. Since ΔᵀΔ = AᵀA + (the rest)ᵀ(the rest)
     ⪰ G, λ_min(G) ≤ σ_min(Δ)². An upper bound of σ_max(Δ)²: ‖G‖_F ≥ λ_max(G) when A is all
-    of Δ, ‖Δ‖_F² for a subset. With ``τ_hi² = (max(m,n)·eps_fp32)²·that bound ≥ τ²``, a
-    Cholesky of ``G − (τ_hi² + s)·I`` succeeds only if λ_min(G) > τ_hi² up to rounding;
-    ``s`` covers the rounding of the Gram product (≤ rows·eps·‖A‖_F²) and of the
-    factorisation (≤ n·eps·‖G‖), so success proves full rank. False means "not proved" (a
-    rank-deficient or badly conditioned update), not "deficient"."""
+    of Δ, ‖Δ‖_F² (``frobenius_sq`` where the caller has it) for a subset. With
+    ``τ_hi² = (max(m,n)·eps_fp32)²·that bound ≥ τ²``, a Cholesky of ``G − (τ_hi² + s)·I``
+    succeeds only if λ_min(G) > τ_hi² up to rounding; ``s`` covers the rounding of the Gram
+    product (≤ rows·eps·‖A‖_F²) and of the factorisation (≤ n·eps·‖G‖), so success proves
+    full rank. False means "not proved" (a rank-deficient or badly conditioned update), not
+    "deficient"."""
     x = delta.T if delta.shape[0] < delta.shape[1] else delta
     m, n = x.shape
     c = max(delta.shape) * torch.finfo(torch.float32).eps
@@ -196,7 +197,12 @@ def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None, frobeni
         m = rows
     else:
         sigma_max_sq = None
-    g = _gram(x.double())
+    x = x.double()
+    if x.device.type == "cpu":  # numpy hands aᵀa to BLAS syrk (half the flops of torch's gemm)
+        a = x.numpy()
+        g = torch.from_numpy(a.T @ a)
+    else:
+        g = x.T @ x
     fro, trace = float(torch.linalg.matrix_norm(g)), float(torch.trace(g))
     shift = c * c * (fro if sigma_max_sq is None else sigma_max_sq) + 4 * eps * (m + n) * (trace + fro)
     g.diagonal().sub_(shift)
@@ -208,14 +214,6 @@ def certified_full_rank(delta: torch.Tensor, *, rows: int | None = None, frobeni
     else:
         _, info = torch.linalg.cholesky_ex(g)
     return int(info) == 0
-
-
-def _gram(x: torch.Tensor) -> torch.Tensor:
-    """``xᵀx``; on the CPU through numpy, which hands it to BLAS syrk (half a gemm's flops)."""
-    if x.device.type == "cpu":
-        a = x.numpy()
-        return torch.from_numpy(a.T @ a)
-    return x.T @ x
 
 
 def default_angle_ks(top_k: int) -> list[int]:
