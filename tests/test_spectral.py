@@ -119,6 +119,24 @@ def _with_singular_values(m, n, s, rng):
     return (u * s) @ v.T
 
 
+@pytest.mark.parametrize("shape", [(80, 80), (90, 70), (70, 90)])  # short of 2:1, the Gram's eigenvalues count
+def test_update_rank_counts_singular_values_either_side_of_the_tolerance(shape):
+    """Singular values set by construction just above and below τ = σ_max·max(m,n)·eps_fp32
+    (±10%, far wider than the fp32 rounding of ΔW, ~eps_fp32·σ_max): those above count,
+    those below do not."""
+    rng = np.random.default_rng(11)
+    m, n = shape
+    r = min(shape)
+    tau = max(shape) * np.finfo(np.float32).eps  # σ_max = 1
+    s = np.linspace(1.0, 0.2, r)
+    s[-5:] = [1.1 * tau, 0.9 * tau, 0.5 * tau, 1e-3 * tau, 0.0]
+    delta = torch.from_numpy(_with_singular_values(m, n, s, rng).astype(np.float32))
+    assert update_rank_ratio(torch.zeros(shape), delta) == (r - 4) / r
+    s[-5:] = [0.5, 0.4, 0.3, 1.1 * tau, 1.2 * tau]  # all above: full rank
+    delta = torch.from_numpy(_with_singular_values(m, n, s, rng).astype(np.float32))
+    assert update_rank_ratio(torch.zeros(shape), delta) == 1.0
+
+
 @pytest.mark.parametrize("rows", [None, 120])  # all rows; the row subset (2 × the short side)
 @pytest.mark.parametrize("shape", [(300, 60), (60, 300)])
 def test_full_rank_certificate_never_claims_a_singular_value_below_the_tolerance(shape, rows):
