@@ -24,6 +24,7 @@ from offprincipal.checkpoints.naming import TensorInfo, classify
 from offprincipal.checkpoints.reader import Checkpoint, iter_pairs, pair_names, readahead, release_pages
 from offprincipal.device import pick_device
 from offprincipal.io import write_table
+from offprincipal.parallel import ordered_map, threads_per_worker
 from offprincipal.metrics import crossrun
 from offprincipal.metrics.masks import MaskFile, low_magnitude_mask, mask_writer, overlaps, principal_mask
 from offprincipal.metrics.sparsity import compare_blocks, round_to_bf16
@@ -264,19 +265,25 @@ def pair_geometry(
         if not plan:
             raise ValueError(f"pair {base.label} → {ft.label}: no matrices with spectra on both sides")
         total = sum(_stored_bytes(base, b) + (_stored_bytes(ft, f) if update_rank else 0) for _, b, f in plan)
+        workers, threads_each = _matrix_workers(dev)
         with (
             pass_progress(f"geometry {base.label} → {ft.label}", tensors=len(plan), total_bytes=total) as progress,
             readahead() as ask,
+            threads_per_worker(threads_each),
         ):
-            for i, (name, base_name, ft_name) in enumerate(plan):
-                if i + 1 < len(plan):
-                    _, next_base, next_ft = plan[i + 1]
+
+            def one_matrix(i: int):
+                if i + workers < len(plan):  # the matrix a worker takes up next
+                    _, next_base, next_ft = plan[i + workers]
                     ask((base, next_base), *([(ft, next_ft)] if update_rank else []))
-                row, angles, nbytes = _matrix_geometry(
+                name, base_name, ft_name = plan[i]
+                return _matrix_geometry(
                     name, base, ft, base_name, ft_name, s0_file, s1_file, masks,
                     angle_ks=angle_ks, report_k=report_k, principal_rank_k=principal_rank_k,
                     mask_alpha=mask_alpha, update_rank=update_rank, cast_to_bf16=cast_to_bf16, dev=dev,
                 )
+
+            for row, angles, nbytes in ordered_map(one_matrix, range(len(plan)), workers):
                 rows.append(row)
                 angle_rows += angles
                 progress.advance(nbytes)
@@ -287,6 +294,24 @@ def pair_geometry(
         angles_table = pd.DataFrame(columns=[*_info_columns(classify("")), "side", "k", "max_angle_deg", "mean_angle_deg", "gap"])
     write_table(angles_table, angles_csv)
     return table
+
+
+#: matrices in flight at once in the geometry pass on the CPU (each holds a few copies of one
+#: matrix: ~0.5 GB for a 1.5B MLP matrix, ~1.5 GB for an 8B one)
+_MAX_MATRIX_WORKERS = 4
+
+
+def _matrix_workers(dev: torch.device) -> tuple[int, int]:
+    """(matrices computed side by side, threads each) for the geometry pass. Its steps are
+    short and many are single-threaded (selection, counting, casts) or scale poorly (SVDs
+    of 128 columns), so on the CPU one matrix per thread keeps the cores busy: on 2 cores
+    a 1.5B pair's pass takes ~30% less time than one matrix at a time on 2 threads. One
+    matrix at a time on a GPU."""
+    threads = torch.get_num_threads()
+    if dev.type != "cpu" or threads < 2:
+        return 1, threads
+    workers = min(threads, _MAX_MATRIX_WORKERS)
+    return workers, threads // workers
 
 
 def _matrix_geometry(name, base, ft, base_name, ft_name, s0_file, s1_file, masks, *, angle_ks, report_k,
