@@ -38,6 +38,7 @@ import torch
 
 from offprincipal.checkpoints.reader import Checkpoint, CheckpointMismatch, pair_names
 from offprincipal.io import write_json
+from offprincipal.metrics.spectral import spectrum
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,17 @@ def probe_layer(w0: torch.Tensor, w1: torch.Tensor) -> dict:
     equal = int(np.sum((c0 == c1) & finite[c0]))
     chance = float(np.sum(h0[finite] * h1[finite]) / n**2)
     row = {"numel": n, "equal": equal, "equal_fraction": equal / n, "chance_fraction": chance}
-    x0 = w0.to(torch.bfloat16).double().numpy()
-    x1 = w1.to(torch.bfloat16).double().numpy()
-    if not (np.isfinite(x0).all() and np.isfinite(x1).all()):
+    x0 = w0.to(torch.bfloat16).double()
+    x1 = w1.to(torch.bfloat16).double()
+    if not (bool(torch.isfinite(x0).all()) and bool(torch.isfinite(x1).all())):
         return {**row, "subspace_overlap": float("nan"), "chance_overlap": float("nan"), "nss": float("nan"), "differs": None}
-    u0, s0, vt0 = np.linalg.svd(x0, full_matrices=False)
-    u1, s1, vt1 = np.linalg.svd(x1, full_matrices=False)
     m, k_cols = x0.shape
     k = max(1, min(TOP_K, min(m, k_cols) // 4))
-    rho = 0.5 * (_top_overlap(u0, u1, k) + _top_overlap(vt0.T, vt1.T, k))
+    # the pipeline's exact SVD, which forms only the k singular vectors the overlap needs
+    sp0, sp1 = spectrum(x0, k), spectrum(x1, k)
+    u0, s0, v0 = sp0.U.numpy(), sp0.S.numpy(), sp0.V.numpy()
+    u1, s1, v1 = sp1.U.numpy(), sp1.S.numpy(), sp1.V.numpy()
+    rho = 0.5 * (_top_overlap(u0, u1, k) + _top_overlap(v0, v1, k))
     rho0 = 0.5 * (k / m + k / k_cols)
     return {
         **row,
