@@ -34,3 +34,37 @@ def test_reuse_freed_memory_keeps_a_freed_matrix_in_the_heap():
         return int(out.stdout)
 
     assert probe("off") < 64 * 2**20 <= probe("on")
+
+
+_THREAD_PROBE = """
+import ctypes, sys, threading
+from offprincipal.jobs import reuse_freed_memory
+if sys.argv[1] == "on":
+    assert reuse_freed_memory(shared_arena=True)
+import torch
+
+libc = ctypes.CDLL(None)
+libc.sbrk.restype = ctypes.c_void_p
+found = {}
+
+def worker():
+    x = torch.empty(8 * 2**20)  # 32 MB: fits a thread arena's 64 MB heaps
+    found["in_main_heap"] = x.data_ptr() < libc.sbrk(0)
+
+thread = threading.Thread(target=worker)
+thread.start()
+thread.join()
+print(int(found["in_main_heap"]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_shared_arena_serves_worker_threads_from_the_main_heap():
+    """A worker thread's 32 MB block lies in the main heap (below the program break) with
+    the shared arena, and in a thread arena's mapped heap (above it) without: only the main
+    heap keeps freed blocks for the next matrix."""
+    def in_main_heap(mode):
+        out = subprocess.run([sys.executable, "-c", _THREAD_PROBE, mode], capture_output=True, text=True, check=True)
+        return out.stdout.strip() == "1"
+
+    assert in_main_heap("on") and not in_main_heap("off")

@@ -1,7 +1,10 @@
-from offprincipal.analysis import pair_geometry
 from offprincipal.jobs import setup_job
 
-setup_job(snakemake.log[0], snakemake.threads)
+# before numpy and torch are imported: the pass's worker threads share the main heap
+setup_job(snakemake.log[0], snakemake.threads, shared_arena=True)
+
+from offprincipal.analysis import pair_geometry  # noqa: E402
+
 pair_geometry(
     snakemake.input.base,
     snakemake.input.ft,
