@@ -16,6 +16,8 @@ $(BIN)/.installed: pyproject.toml
 	# torch first and pinned: an unpinned torch would pull the multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	# the sparsity kernel compiled once into numba's cache, not in the first pipeline run
+	$(BIN)/python -c "from offprincipal.metrics.bf16_kernel import precompile; precompile()"
 	touch $@
 
 run: $(BIN)/.installed

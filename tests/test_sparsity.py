@@ -1,5 +1,9 @@
 """Update-mask rules against independent computations on bf16 bit patterns."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -158,3 +162,12 @@ def test_compiled_probe_rounds_fp32_to_bf16_exactly_as_torch(sides):
         np.testing.assert_array_equal(unpack(bits, (w0.numel(),)), expected)
         assert changed == int(expected.sum())
         assert changed_abs == int(abs_reference(c0, c1, 1e-5).sum())
+
+
+def test_precompile_caches_the_kernel_for_every_pair_of_stored_dtypes(tmp_path):
+    """The install's precompile leaves numba's cache holding a compiled kernel for each of
+    the four (bf16 | fp32) × (bf16 | fp32) argument types, so no pipeline run compiles it."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    code = "from offprincipal.metrics.bf16_kernel import precompile; precompile()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert len(list(tmp_path.rglob("bf16_kernel._probe-*.nbc"))) == 4
