@@ -20,11 +20,11 @@ from offprincipal.checkpoints.naming import classify
 #: sparsity pass, cold cache, bf16 1.5B pair: 7.1 GB read and compared in 6.8 s (README)
 READ_BYTES_PER_S = 7.1e9 / 6.8
 #: spectral pass and pair geometry: one whole `offprincipal compare` of a 1.5B-shaped bf16
-#: pair on the 2-core machine (2026-12-03, README "offprincipal compare"): spectra 176 s and
-#: pair geometry 74 s for 28 blocks, i.e. 6.2 s and 2.5 s per block (reads taken out),
-#: whose Σ m·n·min(m, n) is 7.07e10 -> seconds per unit of m·n·min(m, n)
-SVD_S_PER_UNIT = 6.2 / 7.07e10
-GEOMETRY_S_PER_UNIT = 2.5 / 7.07e10
+#: pair on the 2-core machine (2026-12-07, README "offprincipal compare"): spectra 174 s per
+#: checkpoint and pair geometry 37 s for 28 blocks, i.e. 6.1 s and 1.1 s per block (reads
+#: taken out), whose Σ m·n·min(m, n) is 7.07e10 -> seconds per unit of m·n·min(m, n)
+SVD_S_PER_UNIT = 6.1 / 7.07e10
+GEOMETRY_S_PER_UNIT = 1.1 / 7.07e10
 #: merging verl shards: read + write at about the disk's speed
 MERGE_BYTES_PER_S = 0.5e9
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
