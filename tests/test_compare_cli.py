@@ -244,6 +244,17 @@ def test_profile_and_snakemake_arguments_pass_through(world, tmp_path):
     assert not (tmp_path / "o" / "report.html").exists()
 
 
+def test_the_lineage_check_finishes_before_the_pairs_metrics_start(pair_run):
+    """One Snakemake run, in Snakemake's own job log: the pair's sparsity job and the
+    fine-tune's spectra start only after the lineage job has finished."""
+    _, res, _ = pair_run
+    log = res.stdout
+    assert log.count("Building DAG of jobs") == 1
+    finished = log.index("(Rule: lineage)")
+    assert log.index("localrule compare_pair:") > finished
+    assert log.index("wildcards: ckpt=rl\n") > finished
+
+
 def test_an_architecture_mismatch_found_after_the_fetch_stops_before_any_metric(world, tmp_path):
     tmp, env = world
     out = tmp_path / "out"

@@ -8,9 +8,11 @@
 2. Sizes are read and the disk/time estimate printed (:mod:`.estimate`) -- before any download.
 3. ``OUT/config.yaml`` is written (:mod:`.setup`) and Snakemake runs the project's workflow on
    it in ``OUT/`` (``--directory OUT``), so the same rules, caching (rerunning the command
-   recomputes only what changed), ``--cores`` and ``--profile`` apply. First the checkpoints
-   are fetched/merged/registered and every pair's lineage is checked (warnings printed);
-   then the metrics and the report.
+   recomputes only what changed), ``--cores`` and ``--profile`` apply. One Snakemake run
+   fetches/merges/registers the checkpoints, checks every pair's lineage (the config's
+   ``metrics.lineage_first`` makes the pair's sparsity job and its fine-tune's spectra wait
+   for it, and the rule's priority runs it before the base's spectra; a warning is printed as
+   soon as it is found, and again at the end) and computes the metrics and the report.
 4. Only when everything succeeded are ``report.html``, ``report.json`` and the report's CSVs
    copied (atomically) to ``OUT/``; a failed run leaves no report there (a report from an
    earlier run is removed first), and Snakemake removes the outputs of failed jobs.
@@ -208,16 +210,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     report_dir = Path(report).parent
     if args.dry_run:
         return _snakemake(out, [report], args, extra, small=small)
-    lineage = [layout.pair_file(pair_id(ids[0], cid), "lineage.json") for cid in ids[1:]]
+    lineage = [Path(layout.pair_file(pair_id(ids[0], cid), "lineage.json")) for cid in ids[1:]]
     print(f"job logs (progress bars of the long passes): {Path(layout.log('<rule>', '<name>'))}")
-    if _snakemake(out, lineage, args, extra, small=small) != 0:
-        return _fail(results, started, "fetching the checkpoints or the lineage check")
-    for path in lineage:
-        warning = json.loads(Path(path).read_text()).get("warning")
+    if _snakemake(out, [*map(str, lineage), report], args, extra, small=small) != 0:
+        checked = all(p.is_file() for p in lineage)  # Snakemake removes a failed job's outputs
+        return _fail(results, started, "the analysis" if checked else "fetching the checkpoints or the lineage check")
+    for path in lineage:  # again at the end, beside the summary
+        warning = json.loads(path.read_text()).get("warning")
         if warning:
             print(f"\nWARNING: {warning}\n", file=sys.stderr)
-    if _snakemake(out, [report], args, extra, small=small) != 0:
-        return _fail(results, started, "the analysis")
     names = [n for n in COMPARE_FILES if len(ids) > 2 or n not in ("jaccard.csv", "consensus.csv")]
     published = _publish(report_dir, out, names)
     summary = json.loads((out / "report.json").read_text())["summary"]

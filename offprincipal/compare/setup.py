@@ -36,6 +36,7 @@ def metric_settings(smallest_side: int | None, overrides: dict) -> dict:
         "report_k": min(64, top_k),
         "principal_rank_k": min(128, top_k),
         "angle_ks": default_angle_ks(top_k),
+        "lineage_first": True,  # no metric of a pair before (or without) its lineage check
     }
     metrics.update({k: v for k, v in overrides.items() if v is not None})
     metrics["angle_ks"] = [k for k in metrics["angle_ks"] if k <= metrics["svd_top_k"]]

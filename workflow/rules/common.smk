@@ -130,6 +130,22 @@ def pair_manifests(wildcards):
     }
 
 
+def lineage_first(pairs):
+    """The lineage records a metric job of these pairs waits for (metrics.lineage_first).
+    Marked ancient: they order the jobs, and a rerun of the check (its base changed) must
+    not recompute a fine-tune's spectra."""
+    if not METRICS["lineage_first"]:
+        return []
+    return [ancient(LAYOUT.pair_file(p, "lineage.json")) for p in pairs]
+
+
+def pairs_finetuning(ckpt):
+    """The pairs whose fine-tune is ``ckpt``. A base's spectra wait for no lineage check (a
+    fine-tune added later would recompute them); the lineage rule's priority runs the
+    check first when both are ready."""
+    return [p for p, spec in PAIRS.items() if spec["finetuned"] == ckpt]
+
+
 def pair_spectra(wildcards):
     pair = PAIRS[wildcards.pair]
     return {

@@ -11,6 +11,8 @@ rule lineage:
         LAYOUT.pair_file("{pair}", "lineage.json"),
     log:
         LAYOUT.log("lineage", "{pair}"),
+    # before a base's spectra, which do not wait for it (metrics.lineage_first)
+    priority: 10
     conda:
         "../../envs/offprincipal.yaml"
     script:

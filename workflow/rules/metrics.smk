@@ -5,6 +5,7 @@
 rule compare_pair:
     input:
         unpack(pair_manifests),
+        lineage=lambda wildcards: lineage_first([wildcards.pair]),
     output:
         updates=LAYOUT.pair_file("{pair}", "updates.csv"),
         masks=LAYOUT.pair_file("{pair}", "masks.npz"),
@@ -27,6 +28,7 @@ rule compare_pair:
 rule spectra:
     input:
         manifest=LAYOUT.manifest("{ckpt}"),
+        lineage=lambda wildcards: lineage_first(pairs_finetuning(wildcards.ckpt)),
     output:
         LAYOUT.spectra("{ckpt}"),
     log:
