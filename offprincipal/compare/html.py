@@ -37,7 +37,7 @@ th{background:#f0f0f0} td.l,th.l{text-align:left} img{max-width:100%;height:auto
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)  # each figure is laid out by tight_layout already
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
