@@ -35,6 +35,9 @@ rule spectra:
         LAYOUT.log("spectra", "{ckpt}"),
     benchmark:
         LAYOUT.benchmark("spectra", "{ckpt}")
+    # before the sparsity job: it then runs just before pair geometry, which reads the same
+    # tensors while the page cache still holds them
+    priority: 1
     conda:
         "../../envs/offprincipal.yaml"
     threads: 2
